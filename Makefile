@@ -1,0 +1,35 @@
+# Every target sets itself up: a virtualenv in .venv with the project and its dev tools.
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+
+.PHONY: run test test-fast lint typecheck proto proto-check bench clean
+
+$(VENV_STAMP): pyproject.toml
+	python3 -m venv .venv && $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev]' && touch $(VENV_STAMP)
+
+run: $(VENV_STAMP)
+	$(PY) -m session_store serve
+
+test: $(VENV_STAMP)
+	$(PY) -m pytest
+
+test-fast: $(VENV_STAMP)
+	$(PY) -m pytest -m 'not slow'
+
+lint: $(VENV_STAMP)
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+typecheck: $(VENV_STAMP)
+	$(PY) -m mypy
+
+proto: $(VENV_STAMP)
+	$(PY) scripts/gen_proto.py
+
+proto-check: $(VENV_STAMP)
+	$(PY) scripts/gen_proto.py --check
+
+bench: $(VENV_STAMP)
+	$(PY) scripts/bench.py
+
+clean:
+	rm -rf .venv .run .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,7 @@
+"""`python -m session_store` runs the command line."""
+
+from __future__ import annotations
+
+from session_store.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""gRPC servicers: proto <-> model conversion and error -> status mapping. Thin by design."""

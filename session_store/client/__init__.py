@@ -1,0 +1,8 @@
+"""The Python client of session-store: `AsyncSessionStoreClient` and `SessionStoreClient`."""
+
+from __future__ import annotations
+
+from session_store.client.aio import AsyncSessionStoreClient
+from session_store.client.sync import SessionStoreClient
+
+__all__ = ["AsyncSessionStoreClient", "SessionStoreClient"]

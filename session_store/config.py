@@ -1,0 +1,169 @@
+"""Settings: one frozen object built once from the environment (`Settings.from_env`) and passed down.
+
+Nothing else in session-store reads `os.environ`. Every variable is listed in the README.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_EMBEDDED_SHARDS = 3
+DEFAULT_DATA_DIR = ".run"
+DEFAULT_GRACE_SECONDS = 10.0
+DEFAULT_LOG_LEVEL = "info"
+DEFAULT_REDIS_TIMEOUT_SECONDS = 2.0
+DEFAULT_REDIS_MAX_CONNECTIONS = 64
+DEFAULT_STARTUP_ATTEMPTS = 20
+DEFAULT_POLICY_REFRESH_SECONDS = 1.0
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardSettings:
+    """One Redis shard: a stable name (placement hashes it) and its URL."""
+
+    name: str
+    url: str
+
+    def __repr__(self) -> str:
+        """Redact a password in the URL."""
+        return f"ShardSettings(name={self.name!r}, url={_redact(self.url)!r})"
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def parse_shards(text: str) -> tuple[ShardSettings, ...]:
+    """Parse `SESSION_STORE_REDIS_URLS`: comma-separated `[name=]redis://host:port[/db]`.
+
+    A shard without a name is named `host:port/db`; names must be unique because partitions are
+    placed by hashing them (renaming a shard moves its partitions).
+
+    Raises:
+        SettingsError: an entry is not a redis:// or rediss:// URL, or names repeat.
+    """
+    shards: list[ShardSettings] = []
+    for raw in (part.strip() for part in text.split(",")):
+        if not raw:
+            continue
+        name, sep, url = raw.partition("=")
+        if not sep or "://" in name:
+            name, url = "", raw
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+            raise SettingsError(f"SESSION_STORE_REDIS_URLS: {_redact(url)!r} is not a redis:// URL")
+        if not name:
+            name = f"{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
+        shards.append(ShardSettings(name=name, url=url))
+    names = [s.name for s in shards]
+    if len(set(names)) != len(names):
+        raise SettingsError("SESSION_STORE_REDIS_URLS: shard names must be unique")
+    return tuple(shards)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisSettings:
+    """How to reach the shards; empty `shards` means: start embedded local servers."""
+
+    shards: tuple[ShardSettings, ...] = ()
+    timeout_seconds: float = DEFAULT_REDIS_TIMEOUT_SECONDS
+    max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS
+    startup_attempts: int = DEFAULT_STARTUP_ATTEMPTS
+    embedded_shards: int = DEFAULT_EMBEDDED_SHARDS
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    server_binary: str = ""
+
+    def __post_init__(self) -> None:
+        """Validate ranges.
+
+        Raises:
+            SettingsError: a value is out of range.
+        """
+        if self.timeout_seconds <= 0:
+            raise SettingsError("SESSION_STORE_REDIS_TIMEOUT must be > 0")
+        if self.max_connections < 1:
+            raise SettingsError("SESSION_STORE_REDIS_MAX_CONNECTIONS must be >= 1")
+        if self.startup_attempts < 1:
+            raise SettingsError("SESSION_STORE_STARTUP_ATTEMPTS must be >= 1")
+        if not 1 <= self.embedded_shards <= 16:
+            raise SettingsError("SESSION_STORE_EMBEDDED_SHARDS must be between 1 and 16")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the service is configured with."""
+
+    listen: str = DEFAULT_LISTEN
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
+    log_level: str = DEFAULT_LOG_LEVEL
+    log_json: bool | None = None
+    policy_refresh_seconds: float = DEFAULT_POLICY_REFRESH_SECONDS
+    redis: RedisSettings = field(default_factory=RedisSettings)
+
+    def __post_init__(self) -> None:
+        """Validate ranges.
+
+        Raises:
+            SettingsError: a value is out of range.
+        """
+        if self.log_level not in _LOG_LEVELS:
+            raise SettingsError(f"SESSION_STORE_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
+        if self.grace_seconds < 0:
+            raise SettingsError("SESSION_STORE_GRACE_SECONDS must be >= 0")
+        if self.policy_refresh_seconds <= 0:
+            raise SettingsError("SESSION_STORE_POLICY_REFRESH_SECONDS must be > 0")
+        if not self.listen or (":" not in self.listen and not self.listen.startswith("unix:")):
+            raise SettingsError("SESSION_STORE_LISTEN must be host:port or unix:/path")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `SESSION_STORE_*` variables (defaults for the unset ones).
+
+        Raises:
+            SettingsError: a variable is malformed.
+        """
+        env = os.environ if env is None else env
+
+        def get(name: str, default: str) -> str:
+            return env.get(f"SESSION_STORE_{name}", default).strip() or default
+
+        def number(name: str, default: float, kind: type[int] | type[float]) -> float:
+            text = get(name, str(default))
+            try:
+                return kind(text)
+            except ValueError:
+                raise SettingsError(f"SESSION_STORE_{name}: {text!r} is not a number") from None
+
+        log_json_text = get("LOG_JSON", "auto").lower()
+        if log_json_text not in ("auto", "true", "false", "1", "0"):
+            raise SettingsError("SESSION_STORE_LOG_JSON must be auto, true or false")
+        return cls(
+            listen=get("LISTEN", DEFAULT_LISTEN),
+            grace_seconds=number("GRACE_SECONDS", DEFAULT_GRACE_SECONDS, float),
+            log_level=get("LOG_LEVEL", DEFAULT_LOG_LEVEL).lower(),
+            log_json=None if log_json_text == "auto" else log_json_text in ("true", "1"),
+            policy_refresh_seconds=number("POLICY_REFRESH_SECONDS", DEFAULT_POLICY_REFRESH_SECONDS, float),
+            redis=RedisSettings(
+                shards=parse_shards(get("REDIS_URLS", "")),
+                timeout_seconds=number("REDIS_TIMEOUT", DEFAULT_REDIS_TIMEOUT_SECONDS, float),
+                max_connections=int(number("REDIS_MAX_CONNECTIONS", DEFAULT_REDIS_MAX_CONNECTIONS, int)),
+                startup_attempts=int(number("STARTUP_ATTEMPTS", DEFAULT_STARTUP_ATTEMPTS, int)),
+                embedded_shards=int(number("EMBEDDED_SHARDS", DEFAULT_EMBEDDED_SHARDS, int)),
+                data_dir=Path(get("DATA_DIR", DEFAULT_DATA_DIR)),
+                server_binary=get("REDIS_SERVER_BINARY", ""),
+            ),
+        )

@@ -1,0 +1,133 @@
+"""The one exception tree of session-store, shared by the server and the client.
+
+::
+
+    SessionStoreError                      (INTERNAL)
+    ├── SessionNotFoundError               (NOT_FOUND)
+    ├── SessionExistsError                 (ALREADY_EXISTS)
+    ├── PreconditionFailedError            (FAILED_PRECONDITION)
+    ├── LimitExceededError                 (RESOURCE_EXHAUSTED)
+    ├── InvalidArgumentError               (INVALID_ARGUMENT)
+    ├── UnauthenticatedError               (UNAUTHENTICATED)
+    ├── PermissionDeniedError              (PERMISSION_DENIED)
+    └── UnavailableError                   (UNAVAILABLE, safe to retry)
+        ├── PartitionMovedError            (the partition lives on another shard now)
+        ├── PartitionFrozenError           (the partition is being moved; retry in milliseconds)
+        └── ShardUnavailableError          (a Redis shard cannot be reached)
+
+Each class carries its gRPC status code (as the name of a ``grpc.StatusCode`` member, so that this
+module imports nothing from grpc) and a machine-readable ``reason`` that travels in the
+``google.rpc.ErrorInfo`` detail of the status, so the client raises the same class the server did.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+ERROR_DOMAIN = "session-store"
+
+
+class SessionStoreError(Exception):
+    """Base of every error session-store raises on purpose."""
+
+    code: ClassVar[str] = "INTERNAL"
+    reason: ClassVar[str] = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        """Store the message shown to the caller (never a secret, token or note value)."""
+        super().__init__(message)
+        self.message = message
+
+
+class SessionNotFoundError(SessionStoreError):
+    """The session (or client session) does not exist, has expired, or is in another realm."""
+
+    code = "NOT_FOUND"
+    reason = "SESSION_NOT_FOUND"
+
+
+class SessionExistsError(SessionStoreError):
+    """A caller-brought session id is already taken."""
+
+    code = "ALREADY_EXISTS"
+    reason = "SESSION_EXISTS"
+
+
+class PreconditionFailedError(SessionStoreError):
+    """The request is well formed but the stored state does not allow it."""
+
+    code = "FAILED_PRECONDITION"
+    reason = "PRECONDITION_FAILED"
+
+
+class LimitExceededError(SessionStoreError):
+    """A size or count limit would be exceeded (notes, client sessions)."""
+
+    code = "RESOURCE_EXHAUSTED"
+    reason = "LIMIT_EXCEEDED"
+
+
+class InvalidArgumentError(SessionStoreError):
+    """The request itself is malformed: an empty, oversized or ill-formed field."""
+
+    code = "INVALID_ARGUMENT"
+    reason = "INVALID_ARGUMENT"
+
+
+class UnauthenticatedError(SessionStoreError):
+    """The caller did not prove who it is."""
+
+    code = "UNAUTHENTICATED"
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDeniedError(SessionStoreError):
+    """The caller may not act on this realm."""
+
+    code = "PERMISSION_DENIED"
+    reason = "PERMISSION_DENIED"
+
+
+class UnavailableError(SessionStoreError):
+    """A transient failure: the same call may succeed when retried."""
+
+    code = "UNAVAILABLE"
+    reason = "UNAVAILABLE"
+
+
+class PartitionMovedError(UnavailableError):
+    """The partition is owned by another shard than the one asked."""
+
+    reason = "PARTITION_MOVED"
+
+
+class PartitionFrozenError(UnavailableError):
+    """The partition is being moved between shards; retry after a few milliseconds."""
+
+    reason = "PARTITION_FROZEN"
+
+
+class ShardUnavailableError(UnavailableError):
+    """The Redis shard that owns the partition cannot be reached."""
+
+    reason = "SHARD_UNAVAILABLE"
+
+
+ERRORS_BY_REASON: dict[str, type[SessionStoreError]] = {
+    cls.reason: cls
+    for cls in (
+        SessionStoreError,
+        SessionNotFoundError,
+        SessionExistsError,
+        PreconditionFailedError,
+        LimitExceededError,
+        InvalidArgumentError,
+        UnauthenticatedError,
+        PermissionDeniedError,
+        UnavailableError,
+        PartitionMovedError,
+        PartitionFrozenError,
+        ShardUnavailableError,
+    )
+}
+"""Reason string -> class; the client uses it to raise what the server raised."""

@@ -1,0 +1,1 @@
+"""Pure domain of session-store: ids, placement, Keycloak's expiry rules, value objects. No I/O."""

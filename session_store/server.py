@@ -1,0 +1,126 @@
+"""The grpc.aio server: wiring of shards, stores and servicers; health, reflection, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from session_store.api.servicer import SessionStoreServicer, TestClockServicer
+from session_store.config import Settings, ShardSettings
+from session_store.model.clock import Clock, SystemClock, TestClock
+from session_store.model.limits import MAX_REQUEST_BYTES
+from session_store.storage.policies import PolicyStore
+from session_store.storage.router import Router
+from session_store.storage.sessions import SessionRepository
+from session_store.storage.shard import Shard
+from session_store.v1 import (
+    session_store_pb2,
+    session_store_pb2_grpc,
+    test_clock_pb2,
+    test_clock_pb2_grpc,
+)
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAME = session_store_pb2.DESCRIPTOR.services_by_name["SessionStore"].full_name
+TEST_CLOCK_SERVICE_NAME = test_clock_pb2.DESCRIPTOR.services_by_name["TestClock"].full_name
+
+
+class SessionStoreServer:
+    """One service node: a router over the shards and a gRPC server in front of it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        shards: tuple[ShardSettings, ...],
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        """Wire everything; nothing connects or listens until `start`.
+
+        Args:
+            settings: the service configuration.
+            shards: the Redis shards to use (the configured ones, or embedded ones).
+            clock: the clock of expiry decisions; a TestClock also serves the TestClock RPCs.
+        """
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.router = Router(
+            {
+                s.name: Shard(
+                    s.name,
+                    s.url,
+                    max_connections=settings.redis.max_connections,
+                    socket_timeout=settings.redis.timeout_seconds,
+                    connect_timeout=settings.redis.timeout_seconds,
+                )
+                for s in shards
+            }
+        )
+        self.policies = PolicyStore(self.router, settings.policy_refresh_seconds)
+        self.sessions = SessionRepository(self.router, self.policies, self.clock)
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+                ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
+            ]
+        )
+        session_store_pb2_grpc.add_SessionStoreServicer_to_server(
+            SessionStoreServicer(self.sessions, self.policies), self.server
+        )
+        names = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        if isinstance(self.clock, TestClock):
+            test_clock_pb2_grpc.add_TestClockServicer_to_server(TestClockServicer(self.clock), self.server)
+            names.append(TEST_CLOCK_SERVICE_NAME)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(names, self.server)
+        self.port = 0
+
+    async def start(self, listen: str | None = None) -> int:
+        """Connect every shard (bounded retries), then listen; returns the bound TCP port (0 for unix).
+
+        Raises:
+            ShardUnavailableError: a shard did not answer during startup.
+            RuntimeError: the address could not be bound.
+        """
+        await self.router.connect(attempts=self.settings.redis.startup_attempts)
+        address = listen or self.settings.listen
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0 and not address.startswith("unix:"):
+            raise RuntimeError(f"could not listen on {address}")
+        await self.server.start()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "server_started",
+            listen=address,
+            port=self.port,
+            shards=len(self.router.shards),
+            test_clock=isinstance(self.clock, TestClock),
+        )
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Health NOT_SERVING, refuse new calls, let in-flight calls finish within the grace."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.grace_seconds if grace is None else grace)
+        await self.router.close()
+
+    async def wait(self) -> None:
+        """Until the server terminates."""
+        await self.server.wait_for_termination()
+
+
+async def run_until_signal(server: SessionStoreServer, stop: asyncio.Event) -> None:
+    """Serve until `stop` is set, then drain within the grace and log one summary line."""
+    await stop.wait()
+    log.info("server_stopping", grace_seconds=server.settings.grace_seconds)
+    started = asyncio.get_running_loop().time()
+    await server.stop()
+    log.info("server_stopped", drain_seconds=round(asyncio.get_running_loop().time() - started, 3))

@@ -1,0 +1,1 @@
+"""Redis storage: key layout, Lua scripts, shards, routing. Knows nothing about gRPC."""

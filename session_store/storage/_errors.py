@@ -1,0 +1,77 @@
+"""The one place where Redis errors and our script error replies become session-store exceptions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from redis import exceptions as redis_errors
+
+from session_store.errors import (
+    LimitExceededError,
+    SessionExistsError,
+    SessionNotFoundError,
+    SessionStoreError,
+    ShardUnavailableError,
+)
+
+
+class RedirectError(Exception):
+    """Internal: the id's session lives in another partition (found through its pointer)."""
+
+    def __init__(self, partition: int) -> None:
+        """Remember where to go next."""
+        super().__init__(f"session is in partition {partition}")
+        self.partition = partition
+
+
+class StaleHintError(Exception):
+    """Internal: the keys the caller passed were based on a stale read; retry with `payload`."""
+
+    def __init__(self, payload: str) -> None:
+        """Remember what the script saw."""
+        super().__init__("stale key hint")
+        self.payload = payload
+
+
+_SCRIPT_ERRORS: dict[str, type[SessionStoreError]] = {
+    "SS_NOT_FOUND": SessionNotFoundError,
+    "SS_EXISTS": SessionExistsError,
+    "SS_LIMIT": LimitExceededError,
+}
+
+
+_INTERNAL_SIGNALS: dict[str, Callable[[str], Exception]] = {
+    "SS_REDIRECT": lambda message: RedirectError(int(message)),
+    "SS_STALE": StaleHintError,
+}
+_REDIS_ERRORS: dict[str, tuple[type[SessionStoreError], str]] = {
+    "OOM": (LimitExceededError, "is out of memory"),
+    "READONLY": (ShardUnavailableError, "cannot take writes now"),
+    "LOADING": (ShardUnavailableError, "is loading its data"),
+    "MASTERDOWN": (ShardUnavailableError, "lost its primary"),
+    "BUSY": (ShardUnavailableError, "is busy running a script"),
+}
+
+
+def _script_message(text: str) -> tuple[str, str]:
+    """Split "SS_CODE message script: <sha>, on @user_script:N." into code and message."""
+    text = text.split(" script: ", 1)[0].strip()
+    code, _, message = text.partition(" ")
+    return code, message
+
+
+def translate(exc: Exception, shard: str) -> Exception:
+    """Map a redis-py exception to ours (most specific first); the caller raises it `from exc`."""
+    if isinstance(exc, redis_errors.ResponseError) and not isinstance(exc, redis_errors.NoScriptError):
+        code, message = _script_message(str(exc))
+        if code in _INTERNAL_SIGNALS:
+            return _INTERNAL_SIGNALS[code](message)
+        if code in _SCRIPT_ERRORS:
+            return _SCRIPT_ERRORS[code](message)
+        if code in _REDIS_ERRORS:
+            cls, text = _REDIS_ERRORS[code]
+            return cls(f"shard {shard} {text} ({code})")
+        return SessionStoreError(f"shard {shard} answered an unexpected error")
+    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
+        return ShardUnavailableError(f"shard {shard} is unavailable")
+    return SessionStoreError(f"shard {shard} failed unexpectedly")

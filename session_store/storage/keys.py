@@ -1,0 +1,84 @@
+"""The key layout: the only code that formats a Redis key.
+
+Every key that belongs to a partition starts with ``ss:{PPP}:`` where PPP is the partition number in
+three hex digits; the braces make it the Redis Cluster hash tag, so all keys of one partition (and
+so of one user) share one slot. Realm and user ids cannot hold whitespace (see model.ids), so a
+space separates them unambiguously; free-text parts (broker ids) always come last.
+
+==========================================  =====================================================
+key                                         holds
+==========================================  =====================================================
+``ss:{P}:s:<id>`` / ``ss:{P}:o:<id>``       online / offline user session hash (TTL = deadline)
+``ss:{P}:p:<id>``                           pointer: partition of a caller-brought id's session
+``ss:{P}:u:<realm> <user>`` (``uo``)        zset of the user's session ids (online / offline)
+``ss:{P}:r:<realm>`` (``ro``)               zset session id -> deadline ms, per realm
+``ss:{P}:c:<realm>`` (``co``)               zset "<client> <session id>" -> client deadline ms
+``ss:{P}:bs:<realm> <broker session id>``   zset hint "<partition>:<session id>" (online)
+``ss:{P}:bu:<realm> <broker user id>``      zset hint, online (``buo``: offline)
+``ss:policy:<realm>``                       the realm's session policy (JSON), on every shard
+==========================================  =====================================================
+"""
+
+from __future__ import annotations
+
+from session_store.model.ids import PARTITION_COUNT
+
+PREFIX = "ss:"
+
+
+def tag(partition: int) -> str:
+    """The hash-tagged prefix of every key of a partition."""
+    if not 0 <= partition < PARTITION_COUNT:
+        raise ValueError(f"partition {partition} out of range")
+    return f"{PREFIX}{{{partition:03x}}}:"
+
+
+def session(partition: int, session_id: str, *, offline: bool) -> str:
+    """The hash of one user session."""
+    return f"{tag(partition)}{'o' if offline else 's'}:{session_id}"
+
+
+def pointer(partition: int, session_id: str) -> str:
+    """The pointer from a caller-brought id's home partition to its session's partition."""
+    return f"{tag(partition)}p:{session_id}"
+
+
+def user_index(partition: int, realm: str, user_id: str, *, offline: bool) -> str:
+    """The set of one user's session ids."""
+    return f"{tag(partition)}{'uo' if offline else 'u'}:{realm} {user_id}"
+
+
+def realm_index(partition: int, realm: str, *, offline: bool) -> str:
+    """A partition's sessions of one realm, scored by deadline."""
+    return f"{tag(partition)}{'ro' if offline else 'r'}:{realm}"
+
+
+def client_index(partition: int, realm: str, *, offline: bool) -> str:
+    """A partition's client sessions of one realm, scored by deadline."""
+    return f"{tag(partition)}{'co' if offline else 'c'}:{realm}"
+
+
+def broker_session_hints(partition: int, realm: str, broker_session_id: str) -> str:
+    """Hints to the sessions with a broker session id (online only, as in Keycloak)."""
+    return f"{tag(partition)}bs:{realm} {broker_session_id}"
+
+
+def broker_user_hints(partition: int, realm: str, broker_user_id: str, *, offline: bool) -> str:
+    """Hints to the sessions with a broker user id."""
+    return f"{tag(partition)}{'buo' if offline else 'bu'}:{realm} {broker_user_id}"
+
+
+def realm_policy(realm: str) -> str:
+    """A realm's session policy; written to every shard."""
+    return f"{PREFIX}policy:{realm}"
+
+
+def partition_of(key: str) -> int:
+    """The partition of a partitioned key (the inverse of `tag`).
+
+    Raises:
+        ValueError: the key has no partition tag.
+    """
+    if not key.startswith(PREFIX + "{") or key[len(PREFIX) + 4] != "}":
+        raise ValueError(f"not a partitioned key: {key!r}")
+    return int(key[len(PREFIX) + 1 : len(PREFIX) + 4], 16)

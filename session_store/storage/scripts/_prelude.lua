@@ -1,0 +1,196 @@
+-- _prelude.lua: shared by every script; the loader puts it in front of each script's body.
+--
+-- Common ARGV header (every script; positions 1..HDR):
+--   1  now: epoch ms as a decimal string from the test clock, or "" to use the shard's TIME
+--   2  idle (s)            3  lifespan (s)         4  idle remember-me (s)   5  lifespan remember-me (s)
+--   6  remember-me allowed (0/1)                   7  client idle (s, 0=unset) 8 client max (s, 0=unset)
+--   9  offline idle (s)    10 offline lifespan (s, -1 = none)               11 offline max enabled (0/1)
+--   12 client offline idle (s)                     13 client offline max (s)
+--   14 per-client overrides: JSON {client: [idle, max, offline idle, offline max]} or ""
+--   15 max notes per session or client session     16 max client sessions per user session
+-- Errors (prefixes, mapped to exceptions in storage/_errors.py):
+--   SS_NOT_FOUND, SS_EXISTS, SS_LIMIT, SS_REDIRECT <partition>, SS_STALE, SS_BAD_ARG
+local HDR = 16
+
+-- Raise one of our error replies. Scripts check everything before their first write: Redis does not
+-- roll back the writes of a script that fails part way.
+local function fail(msg)
+  error({err = msg})
+end
+
+local function now_ms()
+  if ARGV[1] ~= '' then return tonumber(ARGV[1]) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function policy()
+  local p = {
+    idle = tonumber(ARGV[2]), life = tonumber(ARGV[3]),
+    idle_rm = tonumber(ARGV[4]), life_rm = tonumber(ARGV[5]), rm_allowed = ARGV[6] == '1',
+    c_idle = tonumber(ARGV[7]), c_max = tonumber(ARGV[8]),
+    off_idle = tonumber(ARGV[9]), off_life = tonumber(ARGV[10]), off_max_on = ARGV[11] == '1',
+    c_off_idle = tonumber(ARGV[12]), c_off_max = tonumber(ARGV[13]),
+    max_notes = tonumber(ARGV[15]), max_clients = tonumber(ARGV[16]),
+  }
+  if ARGV[14] ~= '' then p.clients = cjson.decode(ARGV[14]) else p.clients = {} end
+  return p
+end
+
+-- Keycloak §2.3: the (max, idle) deadlines of a user session in ms; max = -1 means none.
+local function user_deadlines(p, offline, started, lr, rm)
+  if offline then
+    local mx = -1
+    if p.off_life ~= -1 then mx = 1000 * (started + p.off_life) end
+    return mx, 1000 * (lr + p.off_idle)
+  end
+  if rm then return 1000 * (started + p.life_rm), 1000 * (lr + p.idle_rm) end
+  return 1000 * (started + p.life), 1000 * (lr + p.idle)
+end
+
+-- Keycloak §2.4: the (max, idle) deadlines of a client session; max capped by the user's max.
+local function client_deadlines(p, offline, client_id, cs, rm, user_max)
+  local ov = p.clients[client_id] or {0, 0, 0, 0}
+  if offline then
+    local mx = -1
+    if p.off_max_on or ov[4] > 0 then
+      local life = p.c_off_max
+      if ov[4] > 0 then life = ov[4] end
+      mx = 1000 * (cs.s + life)
+      if user_max > 0 then mx = math.min(mx, user_max) end
+    end
+    local idle = p.c_off_idle
+    if ov[3] > 0 then idle = ov[3] end
+    return mx, 1000 * (cs.t + idle)
+  end
+  local life = p.life
+  if rm then life = p.life_rm end
+  if ov[2] > 0 then life = ov[2] elseif p.c_max > 0 then life = p.c_max end
+  local idle = p.idle
+  if rm then idle = p.idle_rm end
+  if ov[1] > 0 then idle = ov[1] elseif p.c_idle > 0 then idle = p.c_idle end
+  return math.min(1000 * (cs.s + life), user_max), 1000 * (cs.t + idle)
+end
+
+local function expires_at(mx, idle)
+  if mx == -1 then return idle end
+  return math.min(mx, idle)
+end
+
+local function is_alive(mx, idle, now)
+  return idle > now and (mx == -1 or mx > now)
+end
+
+-- Load a session hash into a table of its fields, or nil when the key is missing.
+local function load_session(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return nil end
+  local h = {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  return h
+end
+
+-- The user session's deadlines and whether it is alive (remember-me needs the realm to allow it).
+local function session_status(p, h, offline, now)
+  local rm = h.rm == '1'
+  local mx, idle = user_deadlines(p, offline, tonumber(h.st), tonumber(h.lr), rm)
+  local alive = is_alive(mx, idle, now)
+  if rm and not offline and not p.rm_allowed then alive = false end
+  return alive, mx, idle
+end
+
+-- The live client sessions of a loaded session: list of {id, table, deadline}, plus dead field names.
+local function live_clients(p, h, offline, user_max, user_dl, now)
+  local live, dead = {}, {}
+  local rm = h.rm == '1'
+  for f, v in pairs(h) do
+    if string.sub(f, 1, 2) == 'c:' then
+      local cid = string.sub(f, 3)
+      local cs = cjson.decode(v)
+      local mx, idle = client_deadlines(p, offline, cid, cs, rm, user_max)
+      if is_alive(mx, idle, now) then
+        live[#live + 1] = {cid, cs, math.min(expires_at(mx, idle), user_dl)}
+      else
+        dead[#dead + 1] = f
+      end
+    end
+  end
+  return live, dead
+end
+
+local function client_member(cid, sid)
+  return cid .. ' ' .. sid
+end
+
+-- Rewrite a session's client index entries (the client deadline is capped by the user deadline)
+-- and drop dead client sessions from the hash and the index.
+local function sync_clients(p, key, cidx, sid, h, offline, user_max, user_dl, now)
+  local live, dead = live_clients(p, h, offline, user_max, user_dl, now)
+  for _, f in ipairs(dead) do
+    redis.call('HDEL', key, f)
+    redis.call('ZREM', cidx, client_member(string.sub(f, 3), sid))
+  end
+  for _, c in ipairs(live) do
+    redis.call('ZADD', cidx, c[3], client_member(c[1], sid))
+  end
+  return live
+end
+
+-- Prune dead entries of a deadline-scored index and keep the index's own TTL past its last entry.
+local function index_add(idx, score, member, now)
+  redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. now)
+  redis.call('ZADD', idx, score, member)
+  local last = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIRE', idx, math.max(1, tonumber(last[2]) - now))
+end
+
+-- The session id in a session key (the part after ":s:" or ":o:").
+local function sid_of(key)
+  return string.match(key, ':[so]:(.*)$')
+end
+
+-- The reply for one live session:
+-- {session id, expires_at_ms, {field, value, ...}, {client, deadline, ...}}.
+local function session_reply(sid, h, dl, live)
+  local flat, cdl = {}, {}
+  for f, v in pairs(h) do
+    if string.sub(f, 1, 2) ~= 'c:' then
+      flat[#flat + 1] = f
+      flat[#flat + 1] = v
+    end
+  end
+  for _, c in ipairs(live) do
+    flat[#flat + 1] = 'c:' .. c[1]
+    flat[#flat + 1] = cjson.encode(c[2])
+    cdl[#cdl + 1] = c[1]
+    cdl[#cdl + 1] = c[3]
+  end
+  return {sid, dl, flat, cdl}
+end
+
+-- Find the session for a by-id call: the session hash, else a redirect through the id's pointer.
+-- Returns the loaded hash; raises SS_NOT_FOUND (also for another realm's session) or SS_REDIRECT.
+local function find_session(key, ptr, realm, here)
+  local h = load_session(key)
+  if h == nil then
+    local target = redis.call('GET', ptr)
+    if target and target ~= here then fail('SS_REDIRECT ' .. target) end
+    fail('SS_NOT_FOUND session not found')
+  end
+  if h.realm ~= realm then fail('SS_NOT_FOUND session not found') end
+  return h
+end
+
+-- How many fields of a loaded hash start with a prefix ('n:' notes, 'c:' client sessions).
+local function count_prefix(h, prefix)
+  local n = 0
+  for f, _ in pairs(h) do
+    if string.sub(f, 1, #prefix) == prefix then n = n + 1 end
+  end
+  return n
+end
+
+-- Expire a key at a deadline (relative to the script's clock, so a test clock works too).
+local function expire_at(key, dl, now)
+  redis.call('PEXPIRE', key, math.max(1, dl - now))
+end

@@ -1,0 +1,40 @@
+-- touch_user_session: refresh a session (lastSessionRefresh, and named client sessions' timestamp).
+-- KEYS: 1 session hash, 2 pointer, 3 realm index (r:/ro:), 4 client index (c:/co:)
+-- ARGV: HDR header; 17 realm, 18 this partition, 19 offline (0/1), 20 refresh time s (0 = now),
+--       21.. client ids to refresh too
+-- Reply: session reply
+-- Errors: SS_NOT_FOUND, SS_REDIRECT <partition>
+-- Writes: KEYS 1, 3, 4
+local now = now_ms()
+local p = policy()
+local key, ridx, cidx = KEYS[1], KEYS[3], KEYS[4]
+local offline = ARGV[19] == '1'
+local h = find_session(key, KEYS[2], ARGV[17], ARGV[18])
+local alive = session_status(p, h, offline, now)
+if not alive then fail('SS_NOT_FOUND session expired') end
+local sid = sid_of(key)
+local now_s = math.floor(now / 1000)
+local at = tonumber(ARGV[20])
+if at <= 0 or at > now_s then at = now_s end
+-- Keycloak's setters ignore a value at or below the stored one: refresh times only move forward.
+if at > tonumber(h.lr) then
+  h.lr = tostring(at)
+  redis.call('HSET', key, 'lr', h.lr)
+end
+for i = HDR + 5, #ARGV do
+  local f = 'c:' .. ARGV[i]
+  if h[f] then
+    local cs = cjson.decode(h[f])
+    if at > cs.t then
+      cs.t = at
+      h[f] = cjson.encode(cs)
+      redis.call('HSET', key, f, h[f])
+    end
+  end
+end
+local _, mx, idle = session_status(p, h, offline, now)
+local dl = expires_at(mx, idle)
+expire_at(key, dl, now)
+index_add(ridx, dl, sid, now)
+local live = sync_clients(p, key, cidx, sid, h, offline, mx, dl, now)
+return session_reply(sid_of(KEYS[1]), h, dl, live)

@@ -1,0 +1,611 @@
+"""Typed operations on user, client and offline sessions: one method per script, replies decoded.
+
+Every state change is one script call on the shard that owns the user's partition. Lookups that do
+not start from the user (a caller-brought id, a broker id) go through small hint keys in the
+partition of what is looked up; hints are written before the session and verified on every read,
+so a crash between the two leaves only a harmless hint behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from session_store.errors import (
+    PreconditionFailedError,
+    SessionNotFoundError,
+    SessionStoreError,
+    UnavailableError,
+)
+from session_store.model.clock import Clock
+from session_store.model.ids import (
+    home_partition,
+    lookup_partition,
+    mint_session_id,
+    user_partition,
+)
+from session_store.model.policy import NO_EXPIRY
+from session_store.model.session import (
+    ClientSession,
+    NewClientSession,
+    NewUserSession,
+    UserSession,
+    UserSessionState,
+)
+from session_store.storage import keys
+from session_store.storage._errors import RedirectError, StaleHintError
+from session_store.storage.policies import CachedPolicy, PolicyStore
+from session_store.storage.router import Router
+
+HINT_SLACK_MS = 24 * 3600 * 1000
+"""How long hints and pointers outlive the longest life their session could have had at write."""
+MAX_STALE_RETRIES = 8
+"""How often a multi-session script is retried when the user's index changed under it."""
+
+
+def _flat_map(flat: Sequence[str]) -> dict[str, str]:
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _decode_client(
+    client_id: str, raw: str, deadline: int, session_id: str, *, offline: bool
+) -> ClientSession:
+    data = json.loads(raw)
+    notes = data.get("n") or {}
+    return ClientSession(
+        client_id=client_id,
+        user_session_id=session_id,
+        offline=offline,
+        redirect_uri=data.get("r", ""),
+        action=data.get("a", ""),
+        protocol=data.get("p", ""),
+        timestamp=int(data["t"]),
+        started=int(data["s"]),
+        user_session_started=int(data["us"]),
+        notes=dict(notes) if isinstance(notes, dict) else {},
+        expires_at_ms=int(deadline),
+    )
+
+
+def _decode_session(reply: Sequence[Any], *, offline: bool) -> UserSession:
+    session_id, deadline, flat, client_deadlines = reply
+    fields = _flat_map(flat)
+    cdl = _flat_map(client_deadlines)
+    notes = {k[2:]: v for k, v in fields.items() if k.startswith("n:")}
+    clients = {
+        k[2:]: _decode_client(k[2:], v, int(cdl[k[2:]]), session_id, offline=offline)
+        for k, v in fields.items()
+        if k.startswith("c:")
+    }
+    return UserSession(
+        id=session_id,
+        realm=fields["realm"],
+        user_id=fields["user"],
+        offline=offline,
+        login_username=fields.get("login", ""),
+        ip_address=fields.get("ip", ""),
+        auth_method=fields.get("auth", ""),
+        remember_me=fields.get("rm") == "1",
+        started=int(fields["st"]),
+        last_session_refresh=int(fields["lr"]),
+        broker_session_id=fields.get("bs", ""),
+        broker_user_id=fields.get("bu", ""),
+        state=UserSessionState(int(fields.get("state") or 0)),
+        notes=notes,
+        client_sessions=clients,
+        expires_at_ms=int(deadline),
+    )
+
+
+def _note_args(set_notes: Mapping[str, str], remove_notes: Sequence[str]) -> list[str]:
+    args = [str(len(set_notes))]
+    for name, value in set_notes.items():
+        args += [name, value]
+    args += list(remove_notes)
+    return args
+
+
+class SessionRepository:
+    """User, client and offline sessions on the shards of a router."""
+
+    def __init__(self, router: Router, policies: PolicyStore, clock: Clock) -> None:
+        """Use `router` for placement, `policies` for the realm rules, `clock` for now."""
+        self._router = router
+        self._policies = policies
+        self._clock = clock
+
+    def _header(self, cached: CachedPolicy) -> list[str]:
+        return [self._clock.script_now(), *cached.args]
+
+    async def _call(self, partition: int, script: str, keys_: Sequence[str], args: Sequence[str]) -> Any:
+        return await self._router.shard_for(partition).call(script, keys_, args)
+
+    async def _by_id(
+        self,
+        script: str,
+        realm: str,
+        session_id: str,
+        *,
+        offline: bool,
+        extra_keys: Any,
+        args: Sequence[str],
+    ) -> tuple[int, Any]:
+        """Call a by-id script at the id's home partition, following its pointer at most once."""
+        cached = await self._policies.get(realm)
+        partition = home_partition(session_id)
+        for _ in range(2):
+            keys_ = [
+                keys.session(partition, session_id, offline=offline),
+                keys.pointer(partition, session_id),
+                *extra_keys(partition),
+            ]
+            try:
+                reply = await self._call(
+                    partition, script, keys_, [*self._header(cached), realm, str(partition), *args]
+                )
+            except RedirectError as redirect:
+                partition = redirect.partition
+                continue
+            return partition, reply
+        raise SessionNotFoundError("session not found")
+
+    async def _add_hint(self, key: str, member: str, expires_ms: int) -> None:
+        partition = keys.partition_of(key)
+        score = "+inf" if expires_ms == NO_EXPIRY else str(expires_ms + HINT_SLACK_MS)
+        await self._call(partition, "add_lookup_hint", [key], [self._clock.script_now(), member, score])
+
+    async def create_user_session(self, new: NewUserSession, session_id: str | None = None) -> UserSession:
+        """Create an online user session, with a minted id or the caller's (route-stripped) id.
+
+        Raises:
+            SessionExistsError: the caller's id is taken.
+            PreconditionFailedError: remember-me asked for in a realm that does not allow it.
+            UnavailableError: the shard of the user (or of the id's pointer) is unavailable.
+        """
+        cached = await self._policies.get(new.realm)
+        if new.remember_me and not cached.effective.remember_me_allowed:
+            raise PreconditionFailedError(f"realm {new.realm!r} does not allow remember-me")
+        partition = user_partition(new.realm, new.user_id)
+        sid = session_id if session_id is not None else mint_session_id(partition)
+        eff = cached.effective
+        life = eff.lifespan_remember_me if new.remember_me else eff.lifespan
+        max_ms = self._clock.approx_now_ms() + 1000 * life
+        home = home_partition(sid)
+        claimed = False
+        if home != partition:
+            claimed = (
+                await self._call(
+                    home,
+                    "claim_session_id",
+                    [keys.pointer(home, sid), keys.session(home, sid, offline=False)],
+                    [str(partition), str(max_ms - self._clock.approx_now_ms() + HINT_SLACK_MS)],
+                )
+                == 1
+            )
+        try:
+            member = f"{partition}:{sid}"
+            if new.broker_session_id:
+                bp = lookup_partition(new.realm, "bs", new.broker_session_id)
+                await self._add_hint(
+                    keys.broker_session_hints(bp, new.realm, new.broker_session_id), member, max_ms
+                )
+            if new.broker_user_id:
+                bp = lookup_partition(new.realm, "bu", new.broker_user_id)
+                await self._add_hint(
+                    keys.broker_user_hints(bp, new.realm, new.broker_user_id, offline=False),
+                    member,
+                    max_ms,
+                )
+            args = [
+                *self._header(cached),
+                sid,
+                new.realm,
+                new.user_id,
+                new.login_username,
+                new.ip_address,
+                new.auth_method,
+                "1" if new.remember_me else "0",
+                new.broker_session_id,
+                new.broker_user_id,
+                str(int(new.state)),
+            ]
+            for name, value in new.notes.items():
+                args += [name, value]
+            reply = await self._call(
+                partition,
+                "create_user_session",
+                [
+                    keys.session(partition, sid, offline=False),
+                    keys.user_index(partition, new.realm, new.user_id, offline=False),
+                    keys.realm_index(partition, new.realm, offline=False),
+                ],
+                args,
+            )
+        except SessionStoreError:
+            if claimed:
+                await self._release(home, sid, partition)
+            raise
+        return _decode_session(reply, offline=False)
+
+    async def _release(self, home: int, sid: str, partition: int) -> None:
+        with contextlib.suppress(SessionStoreError):  # else the pointer expires by itself
+            await self._call(home, "release_session_id", [keys.pointer(home, sid)], [str(partition)])
+
+    async def get_user_session(self, realm: str, session_id: str, *, offline: bool) -> UserSession:
+        """A live session with its live client sessions.
+
+        Raises:
+            SessionNotFoundError: missing, expired, or in another realm.
+        """
+        _, reply = await self._by_id(
+            "get_user_session",
+            realm,
+            session_id,
+            offline=offline,
+            extra_keys=lambda p: [],
+            args=["1" if offline else "0"],
+        )
+        return _decode_session(reply, offline=offline)
+
+    async def touch_user_session(
+        self,
+        realm: str,
+        session_id: str,
+        *,
+        offline: bool,
+        at: int = 0,
+        client_ids: Sequence[str] = (),
+    ) -> UserSession:
+        """Refresh a session (and named client sessions) at `at` epoch s (0 = now); never backwards.
+
+        Raises:
+            SessionNotFoundError: missing, expired, or in another realm.
+        """
+        _, reply = await self._by_id(
+            "touch_user_session",
+            realm,
+            session_id,
+            offline=offline,
+            extra_keys=lambda p: [
+                keys.realm_index(p, realm, offline=offline),
+                keys.client_index(p, realm, offline=offline),
+            ],
+            args=["1" if offline else "0", str(at), *client_ids],
+        )
+        return _decode_session(reply, offline=offline)
+
+    async def update_user_session(
+        self,
+        realm: str,
+        session_id: str,
+        *,
+        offline: bool,
+        set_notes: Mapping[str, str],
+        remove_notes: Sequence[str],
+        state: UserSessionState | None,
+    ) -> UserSession:
+        """Set/remove notes and set the state of a live session.
+
+        Raises:
+            SessionNotFoundError: missing, expired, or in another realm.
+            LimitExceededError: the session would hold too many notes.
+        """
+        _, reply = await self._by_id(
+            "update_user_session",
+            realm,
+            session_id,
+            offline=offline,
+            extra_keys=lambda p: [],
+            args=[
+                "1" if offline else "0",
+                "" if state is None else str(int(state)),
+                *_note_args(set_notes, remove_notes),
+            ],
+        )
+        return _decode_session(reply, offline=offline)
+
+    async def remove_user_session(self, realm: str, session_id: str, *, offline: bool) -> bool:
+        """Remove a session and its client sessions; True when a live one was removed."""
+        _, reply = await self._by_id(
+            "remove_user_session",
+            realm,
+            session_id,
+            offline=offline,
+            extra_keys=lambda p: [
+                keys.realm_index(p, realm, offline=offline),
+                keys.client_index(p, realm, offline=offline),
+            ],
+            args=[],
+        )
+        return int(reply[0]) == 1
+
+    async def attach_client_session(
+        self, realm: str, session_id: str, new: NewClientSession, *, offline: bool
+    ) -> ClientSession:
+        """Create or replace the client session of `new.client_id`.
+
+        Raises:
+            SessionNotFoundError: the user session is missing or expired.
+            LimitExceededError: the session holds the most client sessions allowed.
+        """
+        args = ["1" if offline else "0", new.client_id, new.redirect_uri, new.action, new.protocol]
+        for name, value in new.notes.items():
+            args += [name, value]
+        _, reply = await self._by_id(
+            "attach_client_session",
+            realm,
+            session_id,
+            offline=offline,
+            extra_keys=lambda p: [keys.client_index(p, realm, offline=offline)],
+            args=args,
+        )
+        return _decode_client(reply[0], reply[1], int(reply[2]), session_id, offline=offline)
+
+    async def get_client_session(
+        self, realm: str, session_id: str, client_id: str, *, offline: bool
+    ) -> ClientSession:
+        """A live client session.
+
+        Raises:
+            SessionNotFoundError: the user or client session is missing or expired.
+        """
+        session = await self.get_user_session(realm, session_id, offline=offline)
+        client = session.client_sessions.get(client_id)
+        if client is None:
+            raise SessionNotFoundError("client session not found")
+        return client
+
+    async def update_client_session(
+        self,
+        realm: str,
+        session_id: str,
+        client_id: str,
+        *,
+        offline: bool,
+        redirect_uri: str | None,
+        action: str | None,
+        protocol: str | None,
+        set_notes: Mapping[str, str],
+        remove_notes: Sequence[str],
+        timestamp: int,
+    ) -> ClientSession:
+        """Update fields and notes of a live client session.
+
+        Raises:
+            SessionNotFoundError: the user or client session is missing or expired.
+            LimitExceededError: the client session would hold too many notes.
+        """
+        args = ["1" if offline else "0", client_id]
+        for value in (redirect_uri, action, protocol):
+            args += ["0", ""] if value is None else ["1", value]
+        args += [str(timestamp), *_note_args(set_notes, remove_notes)]
+        _, reply = await self._by_id(
+            "update_client_session",
+            realm,
+            session_id,
+            offline=offline,
+            extra_keys=lambda p: [keys.client_index(p, realm, offline=offline)],
+            args=args,
+        )
+        return _decode_client(reply[0], reply[1], int(reply[2]), session_id, offline=offline)
+
+    async def detach_client_session(
+        self, realm: str, session_id: str, client_id: str, *, offline: bool
+    ) -> bool:
+        """Remove a client session; True when a live one was removed."""
+        _, reply = await self._by_id(
+            "detach_client_session",
+            realm,
+            session_id,
+            offline=offline,
+            extra_keys=lambda p: [keys.client_index(p, realm, offline=offline)],
+            args=["1" if offline else "0", client_id],
+        )
+        return int(reply) == 1
+
+    async def _per_user(
+        self, script: str, realm: str, user_id: str, *, offline: bool, index_keys: Sequence[str]
+    ) -> list[Any]:
+        """Run a script over every session of a user, retrying while the user's index changes."""
+        cached = await self._policies.get(realm)
+        partition = user_partition(realm, user_id)
+        ids: list[str] = []
+        for _ in range(MAX_STALE_RETRIES):
+            reply = await self._call(
+                partition,
+                script,
+                [*index_keys, *(keys.session(partition, i, offline=offline) for i in ids)],
+                [*self._header(cached), realm, user_id, "1" if offline else "0", *ids],
+            )
+            if reply[0] == "stale":
+                ids = list(reply[1:])
+                continue
+            return list(reply[1:])
+        raise UnavailableError("the user's sessions kept changing; retry")
+
+    async def list_user_sessions(self, realm: str, user_id: str, *, offline: bool) -> list[UserSession]:
+        """Every live session (online or offline) of a user, in one atomic read."""
+        partition = user_partition(realm, user_id)
+        replies = await self._per_user(
+            "list_user_sessions",
+            realm,
+            user_id,
+            offline=offline,
+            index_keys=[keys.user_index(partition, realm, user_id, offline=offline)],
+        )
+        return [_decode_session(r, offline=offline) for r in replies]
+
+    async def remove_user_sessions(self, realm: str, user_id: str, *, offline: bool) -> int:
+        """Remove every session (online or offline) of a user atomically; returns how many lived."""
+        partition = user_partition(realm, user_id)
+        reply = await self._per_user(
+            "remove_user_sessions",
+            realm,
+            user_id,
+            offline=offline,
+            index_keys=[
+                keys.user_index(partition, realm, user_id, offline=offline),
+                keys.realm_index(partition, realm, offline=offline),
+                keys.client_index(partition, realm, offline=offline),
+            ],
+        )
+        return int(reply[0])
+
+    async def create_offline_session(
+        self, realm: str, session_id: str, client_ids: Sequence[str]
+    ) -> UserSession:
+        """Copy a live online session (and named client sessions) into an offline session.
+
+        Raises:
+            SessionNotFoundError: no live online session with this id.
+            LimitExceededError: too many client sessions.
+        """
+        online = await self.get_user_session(realm, session_id, offline=False)
+        cached = await self._policies.get(realm)
+        partition = user_partition(realm, online.user_id)
+        eff = cached.effective
+        max_ms = (
+            NO_EXPIRY
+            if eff.offline_lifespan == NO_EXPIRY
+            else self._clock.approx_now_ms() + 1000 * eff.offline_lifespan
+        )
+        home = home_partition(session_id)
+        if home != partition:
+            ttl = 0 if max_ms == NO_EXPIRY else max_ms - self._clock.approx_now_ms() + HINT_SLACK_MS
+            await self._call(
+                home,
+                "claim_session_id",
+                [keys.pointer(home, session_id), keys.session(home, session_id, offline=False)],
+                [str(partition), str(ttl)],
+            )
+        if online.broker_user_id:
+            bp = lookup_partition(realm, "bu", online.broker_user_id)
+            await self._add_hint(
+                keys.broker_user_hints(bp, realm, online.broker_user_id, offline=True),
+                f"{partition}:{session_id}",
+                max_ms,
+            )
+        try:
+            reply = await self._call(
+                partition,
+                "create_offline_session",
+                [
+                    keys.session(partition, session_id, offline=False),
+                    keys.pointer(partition, session_id),
+                    keys.session(partition, session_id, offline=True),
+                    keys.user_index(partition, realm, online.user_id, offline=True),
+                    keys.realm_index(partition, realm, offline=True),
+                    keys.client_index(partition, realm, offline=True),
+                ],
+                [*self._header(cached), realm, str(partition), online.user_id, *client_ids],
+            )
+        except (StaleHintError, RedirectError) as exc:
+            raise SessionNotFoundError("session not found") from exc
+        return _decode_session(reply, offline=True)
+
+    async def _shard_now(self, shard_name: str) -> int:
+        now = self._clock.script_now()
+        if now:
+            return int(now)
+        seconds, micros = await self._router.shards[shard_name].command("TIME")
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def count_sessions(self, realm: str, client_id: str = "", *, offline: bool) -> int:
+        """Live sessions of a realm, or of a realm's client, summed over every partition.
+
+        Raises:
+            UnavailableError: a shard is unavailable (a partial count would be wrong).
+        """
+        if not client_id:
+            counts = await self._scan_partitions(
+                lambda p, now: (
+                    "ZCOUNT",
+                    keys.realm_index(p, realm, offline=offline),
+                    f"({now}",
+                    "+inf",
+                )
+            )
+            return sum(int(c) for c in counts)
+        stats = await self.client_session_stats(realm, offline=offline)
+        return stats.get(client_id, 0)
+
+    async def client_session_stats(self, realm: str, *, offline: bool) -> dict[str, int]:
+        """Live client sessions per client of a realm (Keycloak's getActiveClientSessionStats).
+
+        Raises:
+            UnavailableError: a shard is unavailable.
+        """
+        replies = await self._scan_partitions(
+            lambda p, now: (
+                "ZRANGE",
+                keys.client_index(p, realm, offline=offline),
+                f"({now}",
+                "+inf",
+                "BYSCORE",
+            )
+        )
+        counts: dict[str, int] = {}
+        for members in replies:
+            for member in members:
+                client = member.split(" ", 1)[0]
+                counts[client] = counts.get(client, 0) + 1
+        return counts
+
+    async def _scan_partitions(self, command: Any) -> list[Any]:
+        async def one_shard(name: str, partitions: list[int]) -> list[Any]:
+            now = await self._shard_now(name)
+            return await self._router.shards[name].pipeline([command(p, now) for p in partitions])
+
+        per_shard = await asyncio.gather(
+            *(one_shard(n, ps) for n, ps in self._router.partitions_by_shard().items())
+        )
+        return [r for replies in per_shard for r in replies]
+
+    async def _sessions_from_hints(self, key: str, realm: str, *, offline: bool) -> list[UserSession]:
+        members = await self._router.shard_for(keys.partition_of(key)).command("ZRANGE", key, 0, -1)
+        found: list[UserSession] = []
+        cached = await self._policies.get(realm)
+        for member in members:
+            partition_text, _, sid = member.partition(":")
+            partition = int(partition_text)
+            try:
+                reply = await self._call(
+                    partition,
+                    "get_user_session",
+                    [keys.session(partition, sid, offline=offline), keys.pointer(partition, sid)],
+                    [*self._header(cached), realm, str(partition), "1" if offline else "0"],
+                )
+            except (SessionNotFoundError, RedirectError):
+                continue
+            found.append(_decode_session(reply, offline=offline))
+        return found
+
+    async def find_by_broker_session_id(self, realm: str, broker_session_id: str) -> UserSession:
+        """The first live online session with this broker session id.
+
+        Raises:
+            SessionNotFoundError: none.
+        """
+        bp = lookup_partition(realm, "bs", broker_session_id)
+        sessions = await self._sessions_from_hints(
+            keys.broker_session_hints(bp, realm, broker_session_id), realm, offline=False
+        )
+        for session in sessions:
+            if session.broker_session_id == broker_session_id:
+                return session
+        raise SessionNotFoundError("no session with this broker session id")
+
+    async def find_by_broker_user_id(
+        self, realm: str, broker_user_id: str, *, offline: bool
+    ) -> list[UserSession]:
+        """Every live session (online or offline) with this broker user id."""
+        bp = lookup_partition(realm, "bu", broker_user_id)
+        sessions = await self._sessions_from_hints(
+            keys.broker_user_hints(bp, realm, broker_user_id, offline=offline),
+            realm,
+            offline=offline,
+        )
+        return [s for s in sessions if s.broker_user_id == broker_user_id]
