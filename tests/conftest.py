@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from session_store.client import AsyncSessionStoreClient, SessionStoreClient
+from session_store.client import AsyncSessionStoreClient
 from session_store.config import Settings, ShardSettings
 from session_store.embedded import EmbeddedShards
 from session_store.model.clock import TestClock
@@ -69,11 +69,4 @@ async def server(
 async def client(server: SessionStoreServer) -> AsyncIterator[AsyncSessionStoreClient]:
     """An async client of the in-process service."""
     async with AsyncSessionStoreClient(f"127.0.0.1:{server.port}", max_attempts=1) as c:
-        yield c
-
-
-@pytest.fixture
-def sync_client(server: SessionStoreServer) -> Iterator[SessionStoreClient]:
-    """A blocking client of the in-process service."""
-    with SessionStoreClient(f"127.0.0.1:{server.port}", max_attempts=1) as c:
         yield c

@@ -18,9 +18,15 @@ class TestCreateUserSession:
     async def test_minted_id_is_keycloak_shaped_and_readable(self, client: AsyncSessionStoreClient) -> None:
         """A minted id is 24 base64url characters and the session reads back with every field."""
         created = await client.create_user_session(
-            "realm-a", "user-1", login_username="alice", ip_address="10.0.0.1",
-            auth_method="openid-connect", broker_session_id="idp.s1", broker_user_id="idp.u1",
-            state=UserSessionState.LOGGED_IN, notes={"AUTH_TIME": "1"},
+            "realm-a",
+            "user-1",
+            login_username="alice",
+            ip_address="10.0.0.1",
+            auth_method="openid-connect",
+            broker_session_id="idp.s1",
+            broker_user_id="idp.u1",
+            state=UserSessionState.LOGGED_IN,
+            notes={"AUTH_TIME": "1"},
         )
         assert 24 == len(created.id)
         got = await client.get_user_session("realm-a", created.id)
@@ -96,7 +102,10 @@ class TestUpdateAndRemove:
         """Notes are set and removed and the state changes, in one call."""
         created = await client.create_user_session("realm-a", "user-1", notes={"a": "1", "b": "2"})
         updated = await client.update_user_session(
-            "realm-a", created.id, set_notes={"c": "3"}, remove_notes=["a"],
+            "realm-a",
+            created.id,
+            set_notes={"c": "3"},
+            remove_notes=["a"],
             state=UserSessionState.LOGGING_OUT,
         )
         assert {"b": "2", "c": "3"} == dict(updated.notes)
