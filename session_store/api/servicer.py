@@ -57,7 +57,7 @@ def rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
             await context.abort_with_status(to_status(SessionStoreError("internal error")))
             raise
         finally:
-            log.debug("rpc", code=code, ms=round((time.perf_counter() - start) * 1000, 3))
+            log.debug("rpc", method=name, code=code, ms=round((time.perf_counter() - start) * 1000, 3))
             structlog.contextvars.unbind_contextvars("rpc")
 
     return wrapper
