@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -40,15 +40,20 @@ class Shard:
         """Create the pool (no connection is made until `connect`)."""
         self.name = name
         self.url = url
-        self.redis: Redis = Redis.from_url(
+        # A blocking pool: a burst beyond max_connections waits for a free connection (up to the
+        # socket timeout) instead of failing at once with "Too many connections".
+        pool = BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
+            timeout=socket_timeout,
             socket_timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
             retry=Retry(NoBackoff(), 0),
             decode_responses=True,
             health_check_interval=0,
         )
+        self._pool = pool
+        self.redis: Redis = Redis(connection_pool=pool)
         self._scripts = load_scripts()
 
     async def connect(self, *, attempts: int = 10, delay: float = 0.5) -> None:
@@ -115,5 +120,6 @@ class Shard:
             raise translate(exc, self.name) from exc
 
     async def close(self) -> None:
-        """Close the pool."""
+        """Close the client and every pooled connection."""
         await self.redis.aclose()
+        await self._pool.disconnect()
