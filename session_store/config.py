@@ -5,6 +5,7 @@ Nothing else in session-store reads `os.environ`. Every variable is listed in th
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,7 +44,8 @@ def _redact(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    # The host part verbatim: .hostname/.port would drop IPv6 brackets and raise on a bad port.
+    netloc = f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}"
     return urlunsplit(parts._replace(netloc=netloc))
 
 
@@ -66,6 +68,10 @@ def parse_shards(text: str) -> tuple[ShardSettings, ...]:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
             raise SettingsError(f"SESSION_STORE_REDIS_URLS: {_redact(url)!r} is not a redis:// URL")
+        try:
+            _ = parts.port  # raises on a port that is not a number in 0..65535
+        except ValueError:
+            raise SettingsError(f"SESSION_STORE_REDIS_URLS: {_redact(url)!r} has a bad port") from None
         if not name:
             name = f"{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
         shards.append(ShardSettings(name=name, url=url))
@@ -144,9 +150,12 @@ class Settings:
         def number(name: str, default: float, kind: type[int] | type[float]) -> float:
             text = get(name, str(default))
             try:
-                return kind(text)
+                value = kind(text)
             except ValueError:
                 raise SettingsError(f"SESSION_STORE_{name}: {text!r} is not a number") from None
+            if not math.isfinite(value):  # nan would pass every range check below
+                raise SettingsError(f"SESSION_STORE_{name}: {text!r} is not a finite number")
+            return value
 
         log_json_text = get("LOG_JSON", "auto").lower()
         if log_json_text not in ("auto", "true", "false", "1", "0"):

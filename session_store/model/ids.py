@@ -25,7 +25,7 @@ _PARTITION_BITS = 12
 MINTED_ID_BYTES = 18
 MINTED_ID_LENGTH = 24
 _BASE64URL = re.compile(r"^[A-Za-z0-9_-]{24}$")
-_BAD_ID_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
+_BAD_ID_CHARS = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 
 
 def _hash64(*parts: str) -> int:

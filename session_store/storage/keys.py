@@ -21,9 +21,12 @@ key                                         holds
 
 from __future__ import annotations
 
+import re
+
 from session_store.model.ids import PARTITION_COUNT
 
 PREFIX = "ss:"
+_TAG_DIGITS = re.compile(r"[0-9a-f]{3}")
 
 
 def tag(partition: int) -> str:
@@ -79,6 +82,8 @@ def partition_of(key: str) -> int:
     Raises:
         ValueError: the key has no partition tag.
     """
-    if not key.startswith(PREFIX + "{") or key[len(PREFIX) + 4] != "}":
+    digits = key[len(PREFIX) + 1 : len(PREFIX) + 4]
+    # int(_, 16) alone would also take "-01", " 1f", "0_1" or "ABC": only the exact tag counts.
+    if not _TAG_DIGITS.fullmatch(digits) or not key.startswith(tag(int(digits, 16))):
         raise ValueError(f"not a partitioned key: {key!r}")
-    return int(key[len(PREFIX) + 1 : len(PREFIX) + 4], 16)
+    return int(digits, 16)
