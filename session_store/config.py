@@ -18,7 +18,7 @@ DEFAULT_DATA_DIR = ".run"
 DEFAULT_GRACE_SECONDS = 10.0
 DEFAULT_LOG_LEVEL = "info"
 DEFAULT_REDIS_TIMEOUT_SECONDS = 2.0
-DEFAULT_REDIS_MAX_CONNECTIONS = 64
+DEFAULT_REDIS_CONNECTIONS = 2
 DEFAULT_STARTUP_ATTEMPTS = 20
 DEFAULT_POLICY_REFRESH_SECONDS = 1.0
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -87,7 +87,7 @@ class RedisSettings:
 
     shards: tuple[ShardSettings, ...] = ()
     timeout_seconds: float = DEFAULT_REDIS_TIMEOUT_SECONDS
-    max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS
+    connections: int = DEFAULT_REDIS_CONNECTIONS
     startup_attempts: int = DEFAULT_STARTUP_ATTEMPTS
     embedded_shards: int = DEFAULT_EMBEDDED_SHARDS
     data_dir: Path = Path(DEFAULT_DATA_DIR)
@@ -101,8 +101,8 @@ class RedisSettings:
         """
         if self.timeout_seconds <= 0:
             raise SettingsError("SESSION_STORE_REDIS_TIMEOUT must be > 0")
-        if self.max_connections < 1:
-            raise SettingsError("SESSION_STORE_REDIS_MAX_CONNECTIONS must be >= 1")
+        if not 1 <= self.connections <= 64:
+            raise SettingsError("SESSION_STORE_REDIS_CONNECTIONS must be between 1 and 64")
         if self.startup_attempts < 1:
             raise SettingsError("SESSION_STORE_STARTUP_ATTEMPTS must be >= 1")
         if not 1 <= self.embedded_shards <= 16:
@@ -169,7 +169,7 @@ class Settings:
             redis=RedisSettings(
                 shards=parse_shards(get("REDIS_URLS", "")),
                 timeout_seconds=number("REDIS_TIMEOUT", DEFAULT_REDIS_TIMEOUT_SECONDS, float),
-                max_connections=int(number("REDIS_MAX_CONNECTIONS", DEFAULT_REDIS_MAX_CONNECTIONS, int)),
+                connections=int(number("REDIS_CONNECTIONS", DEFAULT_REDIS_CONNECTIONS, int)),
                 startup_attempts=int(number("STARTUP_ATTEMPTS", DEFAULT_STARTUP_ATTEMPTS, int)),
                 embedded_shards=int(number("EMBEDDED_SHARDS", DEFAULT_EMBEDDED_SHARDS, int)),
                 data_dir=Path(get("DATA_DIR", DEFAULT_DATA_DIR)),

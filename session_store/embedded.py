@@ -153,6 +153,10 @@ def start_redis(
             "server.log",
             "--notify-keyspace-events",
             "Ex",
+            # A session hash holds client sessions as JSON values of 100-300 bytes: above the default
+            # 64-byte limit the hash leaves the compact listpack encoding and doubles in memory.
+            "--hash-max-listpack-value",
+            "1024",
             *extra_args,
         ]
         # A session of its own: Ctrl-C in a terminal must not reach the shards before we drain.

@@ -54,7 +54,7 @@ class SessionStoreServer:
                 s.name: Shard(
                     s.name,
                     s.url,
-                    max_connections=settings.redis.max_connections,
+                    connections=settings.redis.connections,
                     socket_timeout=settings.redis.timeout_seconds,
                     connect_timeout=settings.redis.timeout_seconds,
                 )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -130,17 +131,27 @@ class PipelinedClient:
     """Auto-pipelined commands to one Redis server over a few lazily (re)opened connections."""
 
     def __init__(self, url: str, *, timeout: float, connect_timeout: float, connections: int = 2) -> None:
-        """Parse `url` (redis://[user:password@]host:port[/db]); nothing connects yet.
+        """Parse `url` (redis://, rediss:// or unix://, with optional user:password@); nothing connects yet.
 
         Raises:
             ValueError: not a redis:// URL.
         """
         parts = urlsplit(url)
-        if parts.scheme != "redis" or not parts.hostname:
-            raise ValueError("only redis://host:port[/db] URLs are supported by the pipelined client")
-        self._host = parts.hostname
-        self._port = parts.port or 6379
-        self._db = int(parts.path.lstrip("/") or 0)
+        query = dict(item.partition("=")[::2] for item in parts.query.split("&") if item)
+        if parts.scheme in ("redis", "rediss") and parts.hostname:
+            self._host, self._port, self._path = parts.hostname, parts.port or 6379, ""
+            self._db = int(parts.path.lstrip("/") or 0)
+            self._where = f"{self._host}:{self._port}"
+        elif parts.scheme == "unix" and parts.path:
+            self._host, self._port, self._path = "", 0, parts.path
+            self._db = int(query.get("db", "0"))
+            self._where = parts.path
+        else:
+            raise ValueError(
+                "expected redis://host:port[/db], rediss://host:port[/db] or unix:///path[?db=N]"
+            )
+        # rediss: TLS with the system's trust store and host-name check (client certificates: issue 8).
+        self._ssl = ssl.create_default_context() if parts.scheme == "rediss" else None
         self._username = unquote(parts.username) if parts.username else None
         self._password = unquote(parts.password) if parts.password else None
         self._timeout = timeout
@@ -163,13 +174,16 @@ class PipelinedClient:
             return conn
 
     async def _open(self) -> _Connection:
+        opening = (
+            asyncio.open_unix_connection(self._path)
+            if self._path
+            else asyncio.open_connection(self._host, self._port, ssl=self._ssl)
+        )
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self._host, self._port), self._connect_timeout
-            )
+            reader, writer = await asyncio.wait_for(opening, self._connect_timeout)
         except (OSError, TimeoutError) as exc:
-            raise redis_errors.ConnectionError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
-        conn = _Connection(reader, writer, self._timeout, f"{self._host}:{self._port}")
+            raise redis_errors.ConnectionError(f"cannot connect to {self._where}: {exc}") from exc
+        conn = _Connection(reader, writer, self._timeout, self._where)
         setup: list[tuple[Arg, ...]] = []
         if self._password is not None:
             setup.append(("AUTH", self._username or "default", self._password))

@@ -16,6 +16,7 @@ from typing import Any
 
 from session_store.errors import (
     PreconditionFailedError,
+    SessionExistsError,
     SessionNotFoundError,
     SessionStoreError,
     UnavailableError,
@@ -175,7 +176,9 @@ class SessionRepository:
         max_ms = self._clock.approx_now_ms() + 1000 * life
         home = home_partition(sid)
         claimed = False
-        if home != partition:
+        # A caller-brought id is claimed even at home: the pointer is what makes an id taken by
+        # another user's session elsewhere visible to this create (minted ids cannot collide).
+        if home != partition or session_id is not None:
             claimed = (
                 await self._call(
                     home,
@@ -224,6 +227,10 @@ class SessionRepository:
                 ],
                 args,
             )
+        except SessionExistsError:
+            # The id's session is in `partition` already (a concurrent create of the same user's id
+            # that found our pointer in place won): the pointer is that session's, keep it.
+            raise
         except SessionStoreError:
             if claimed:
                 await self._release(home, sid, partition)

@@ -1,4 +1,4 @@
-"""One Redis shard: its connection pool, its loaded scripts, and typed script calls."""
+"""One Redis shard: its connections, its loaded scripts, and script calls with errors translated."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ from typing import Any
 
 import structlog
 from redis import exceptions as redis_errors
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from session_store.errors import ShardUnavailableError
 from session_store.storage._errors import translate
+from session_store.storage._resp import PipelinedClient
 from session_store.storage._scripts import load_scripts
 
 log = structlog.get_logger(__name__)
@@ -22,7 +20,7 @@ KeyOrArg = str | int | float
 
 
 class Shard:
-    """A connection pool to one Redis server with every script loaded on it.
+    """One Redis server with every script loaded on it, reached through auto-pipelined connections.
 
     Commands are not retried at this level: a script whose reply was lost may have run, and only
     the caller knows whether running it twice is safe.
@@ -33,27 +31,16 @@ class Shard:
         name: str,
         url: str,
         *,
-        max_connections: int = 64,
+        connections: int = 2,
         socket_timeout: float = 2.0,
         connect_timeout: float = 1.0,
     ) -> None:
-        """Create the pool (no connection is made until `connect`)."""
+        """Prepare the connections (none is opened until `connect` or the first call)."""
         self.name = name
         self.url = url
-        # A blocking pool: a burst beyond max_connections waits for a free connection (up to the
-        # socket timeout) instead of failing at once with "Too many connections".
-        pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=socket_timeout,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            retry=Retry(NoBackoff(), 0),
-            decode_responses=True,
-            health_check_interval=0,
+        self.client = PipelinedClient(
+            url, timeout=socket_timeout, connect_timeout=connect_timeout, connections=connections
         )
-        self._pool = pool
-        self.redis: Redis = Redis(connection_pool=pool)
         self._scripts = load_scripts()
 
     async def connect(self, *, attempts: int = 10, delay: float = 0.5) -> None:
@@ -64,7 +51,7 @@ class Shard:
         """
         for attempt in range(1, attempts + 1):
             try:
-                await self.redis.ping()
+                await self.client.execute("PING")
                 await self.load_scripts()
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
                 log.warning("shard_not_ready", shard=self.name, attempt=attempt, error=str(exc))
@@ -77,11 +64,10 @@ class Shard:
                 return
 
     async def load_scripts(self) -> None:
-        """SCRIPT LOAD every script (idempotent: Redis names them by SHA1)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for script in self._scripts.values():
-                pipe.script_load(script.text)
-            await pipe.execute()
+        """SCRIPT LOAD every script (idempotent: Redis names them by SHA1), in one batch."""
+        await asyncio.gather(
+            *(self.client.execute("SCRIPT", "LOAD", script.text) for script in self._scripts.values())
+        )
 
     async def call(self, script: str, keys: Sequence[str], args: Sequence[KeyOrArg]) -> Any:
         """Run a script by SHA; reload scripts once on NOSCRIPT (a restarted or flushed shard).
@@ -93,33 +79,27 @@ class Shard:
         sha = self._scripts[script].sha
         try:
             try:
-                return await self.redis.evalsha(sha, len(keys), *keys, *args)
+                return await self.client.execute("EVALSHA", sha, len(keys), *keys, *args)
             except redis_errors.NoScriptError:
                 await self.load_scripts()
-                return await self.redis.evalsha(sha, len(keys), *keys, *args)
-        except redis_errors.RedisError as exc:
-            raise translate(exc, self.name) from exc
-        except OSError as exc:
+                return await self.client.execute("EVALSHA", sha, len(keys), *keys, *args)
+        except (redis_errors.RedisError, OSError) as exc:
             raise translate(exc, self.name) from exc
 
     async def command(self, *args: KeyOrArg) -> Any:
         """Run one plain read command (no retries), translating failures."""
         try:
-            return await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
+            return await self.client.execute(*args)
         except (redis_errors.RedisError, OSError) as exc:
             raise translate(exc, self.name) from exc
 
     async def pipeline(self, commands: Sequence[Sequence[KeyOrArg]]) -> list[Any]:
-        """Run plain read commands in one round trip, translating failures."""
+        """Run plain read commands together (they leave in one write), translating failures."""
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for cmd in commands:
-                    pipe.execute_command(*cmd)
-                return list(await pipe.execute())
+            return list(await asyncio.gather(*(self.client.execute(*cmd) for cmd in commands)))
         except (redis_errors.RedisError, OSError) as exc:
             raise translate(exc, self.name) from exc
 
     async def close(self) -> None:
-        """Close the client and every pooled connection."""
-        await self.redis.aclose()
-        await self._pool.disconnect()
+        """Close every connection."""
+        await self.client.close()

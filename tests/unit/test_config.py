@@ -14,7 +14,7 @@ from session_store.config import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_LISTEN,
     DEFAULT_POLICY_REFRESH_SECONDS,
-    DEFAULT_REDIS_MAX_CONNECTIONS,
+    DEFAULT_REDIS_CONNECTIONS,
     DEFAULT_REDIS_TIMEOUT_SECONDS,
     DEFAULT_STARTUP_ATTEMPTS,
     RedisSettings,
@@ -27,7 +27,7 @@ NUMBER_VARIABLES = [
     "SESSION_STORE_GRACE_SECONDS",
     "SESSION_STORE_POLICY_REFRESH_SECONDS",
     "SESSION_STORE_REDIS_TIMEOUT",
-    "SESSION_STORE_REDIS_MAX_CONNECTIONS",
+    "SESSION_STORE_REDIS_CONNECTIONS",
     "SESSION_STORE_STARTUP_ATTEMPTS",
     "SESSION_STORE_EMBEDDED_SHARDS",
 ]
@@ -51,7 +51,7 @@ class TestDefaults:
             redis=RedisSettings(
                 shards=(),
                 timeout_seconds=DEFAULT_REDIS_TIMEOUT_SECONDS,
-                max_connections=DEFAULT_REDIS_MAX_CONNECTIONS,
+                connections=DEFAULT_REDIS_CONNECTIONS,
                 startup_attempts=DEFAULT_STARTUP_ATTEMPTS,
                 embedded_shards=DEFAULT_EMBEDDED_SHARDS,
                 data_dir=Path(".run"),
@@ -79,7 +79,7 @@ class TestDefaults:
                 "SESSION_STORE_GRACE_SECONDS": "2.5",
                 "SESSION_STORE_LOG_LEVEL": "DEBUG",
                 "SESSION_STORE_LOG_JSON": "true",
-                "SESSION_STORE_REDIS_MAX_CONNECTIONS": "8",
+                "SESSION_STORE_REDIS_CONNECTIONS": "8",
                 "SESSION_STORE_EMBEDDED_SHARDS": "5",
             }
         )
@@ -90,7 +90,7 @@ class TestDefaults:
             settings.grace_seconds,
             settings.log_level,
             settings.log_json,
-            settings.redis.max_connections,
+            settings.redis.connections,
             settings.redis.embedded_shards,
         )
         assert expected == actual
@@ -164,7 +164,7 @@ class TestMalformedNumbers:
             ("SESSION_STORE_GRACE_SECONDS", "-1"),
             ("SESSION_STORE_POLICY_REFRESH_SECONDS", "0"),
             ("SESSION_STORE_REDIS_TIMEOUT", "0"),
-            ("SESSION_STORE_REDIS_MAX_CONNECTIONS", "0"),
+            ("SESSION_STORE_REDIS_CONNECTIONS", "0"),
             ("SESSION_STORE_STARTUP_ATTEMPTS", "0"),
             ("SESSION_STORE_EMBEDDED_SHARDS", "17"),
             ("SESSION_STORE_LOG_LEVEL", "verbose"),

@@ -19,6 +19,7 @@ local on_mx, on_idle = user_deadlines(p, false, tonumber(h.st), tonumber(h.lr), 
 local on_live = live_clients(p, h, false, on_mx, expires_at(on_mx, on_idle), now)
 local now_s = math.floor(now / 1000)
 local o = load_session(okey)
+local dead = {}
 if o ~= nil and not session_status(p, o, true, now) then
   redis.call('DEL', okey)
   o = nil
@@ -32,6 +33,11 @@ if o == nil then
   o.lr = tostring(now_s)
 else
   if now_s > tonumber(o.lr) then o.lr = tostring(now_s) end
+  -- An expired offline client session is missing (Keycloak): it may be copied again below.
+  local o_mx, o_idle = user_deadlines(p, true, tonumber(o.st), tonumber(o.lr), o.rm == '1')
+  local _, expired = live_clients(p, o, true, o_mx, expires_at(o_mx, o_idle), now)
+  for _, f in ipairs(expired) do o[f] = nil end
+  dead = expired
 end
 local wanted = {}
 for i = HDR + 4, #ARGV do wanted[ARGV[i]] = true end
@@ -49,6 +55,12 @@ for _, c in ipairs(on_live) do
     cs.us = tonumber(o.st)
     if next(cs.n) == nil then cs.n = {} end
     o[f] = cjson.encode(cs)
+  end
+end
+for _, f in ipairs(dead) do
+  if o[f] == nil then
+    redis.call('HDEL', okey, f)
+    redis.call('ZREM', cidx, client_member(string.sub(f, 3), sid_of(okey)))
   end
 end
 local flat = {}

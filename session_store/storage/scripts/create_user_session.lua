@@ -15,9 +15,23 @@ local st = math.floor(now / 1000)
 local rm = ARGV[23] == '1'
 local mx, idle = user_deadlines(p, false, st, st, rm)
 local dl = expires_at(mx, idle)
-local fields = {'realm', ARGV[18], 'user', ARGV[19], 'login', ARGV[20], 'ip', ARGV[21],
-  'auth', ARGV[22], 'rm', ARGV[23], 'st', st, 'lr', st, 'bs', ARGV[24], 'bu', ARGV[25],
-  'state', ARGV[26]}
+local fields = {'realm', ARGV[18], 'user', ARGV[19], 'st', st, 'lr', st}
+-- Empty and default fields are not stored: a session hash that stays small stays a listpack.
+local optional = {login = ARGV[20], ip = ARGV[21], auth = ARGV[22], bs = ARGV[24], bu = ARGV[25]}
+for f, v in pairs(optional) do
+  if v ~= '' then
+    fields[#fields + 1] = f
+    fields[#fields + 1] = v
+  end
+end
+if rm then
+  fields[#fields + 1] = 'rm'
+  fields[#fields + 1] = '1'
+end
+if ARGV[26] ~= '0' then
+  fields[#fields + 1] = 'state'
+  fields[#fields + 1] = ARGV[26]
+end
 for i = HDR + 11, #ARGV, 2 do
   fields[#fields + 1] = 'n:' .. ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]

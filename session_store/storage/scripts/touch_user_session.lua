@@ -10,7 +10,7 @@ local p = policy()
 local key, ridx, cidx = KEYS[1], KEYS[3], KEYS[4]
 local offline = ARGV[19] == '1'
 local h = find_session(key, KEYS[2], ARGV[17], ARGV[18])
-local alive = session_status(p, h, offline, now)
+local alive, user_max = session_status(p, h, offline, now)
 if not alive then fail('SS_NOT_FOUND session expired') end
 local sid = sid_of(key)
 local now_s = math.floor(now / 1000)
@@ -25,7 +25,9 @@ for i = HDR + 5, #ARGV do
   local f = 'c:' .. ARGV[i]
   if h[f] then
     local cs = cjson.decode(h[f])
-    if at > cs.t then
+    -- An expired client session is gone (Keycloak §1.1): a refresh must not bring it back.
+    local cmx, cidle = client_deadlines(p, offline, ARGV[i], cs, h.rm == '1', user_max)
+    if at > cs.t and is_alive(cmx, cidle, now) then
       cs.t = at
       h[f] = cjson.encode(cs)
       redis.call('HSET', key, f, h[f])
