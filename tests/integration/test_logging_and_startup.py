@@ -16,7 +16,7 @@ class TestRpcLogs:
 
     async def test_one_line_per_rpc_without_note_values(self, client: AsyncSessionStoreClient) -> None:
         """Each RPC logs its name and code; note values never appear."""
-        secret = "refresh-token-value-9f2c"
+        secret = "refresh-token-value-9f2c"  # noqa: S105 - a marker value, not a credential
         with capture_logs() as logs:
             created = await client.create_user_session("r", "u", notes={"token": secret})
             await client.update_user_session("r", created.id, set_notes={"other": secret})
