@@ -155,6 +155,8 @@ def create_script_call(shard_names: Sequence[str], user_id: str, n: int) -> tupl
         "",
         "",
         "0",
+        *NO_LIMITS,
+        str(len(CREATE_NOTES)),
     ]
     for name, value in CREATE_NOTES.items():
         args += [name, value]
@@ -167,6 +169,8 @@ def create_script_call(shard_names: Sequence[str], user_id: str, n: int) -> tupl
 
 
 _POLICY_ARGS = policy_args(effective_policy(RealmPolicy(realm=REALM)))
+NO_LIMITS = ("0", "0", "", "0")
+"""The create script's session-limit ARGV when no limit applies (realm, client, client id, behaviour)."""
 _OWNERS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
@@ -729,7 +733,7 @@ class Bench:
         guess = self.redis_bench_rate.get(pipeline, REDIS_BENCH_GUESS_PER_SECOND * (2 if pipeline > 1 else 1))
         requests = max(1000, int(guess * seconds))
         script_args = ["", *_POLICY_ARGS, "__rand_int__", REALM, "__rand_int__", "user@example.com"]
-        script_args += ["10.0.0.1", "openid-connect", "0", "", "", "0"]
+        script_args += ["10.0.0.1", "openid-connect", "0", "", "", "0", *NO_LIMITS, str(len(CREATE_NOTES))]
         for name, value in CREATE_NOTES.items():
             script_args += [name, value]
         argv = [

@@ -108,7 +108,7 @@ def session_calls(
     sid = mint_session_id(partition)
     header = ["", *POLICY_ARGS]  # "" = the script reads the shard's TIME, as with SystemClock
     create_args = [*header, sid, REALM, user_id, f"user{i:06d}{LOGIN_DOMAIN}", _ip(i), AUTH_METHOD]
-    create_args += ["0", "", "", "0"]
+    create_args += ["0", "", "", "0", "0", "0", "", "0", str(len(USER_NOTES))]  # no session limits
     for name, value in USER_NOTES.items():
         create_args += [name, value]
     create_keys = [
@@ -117,6 +117,7 @@ def session_calls(
         keys.realm_index(partition, REALM, offline=False),
     ]
     attach_args = [*header, REALM, str(partition), "0", CLIENT_ID, REDIRECT_URI, "", PROTOCOL]
+    attach_args += ["", "0", "0", str(client_notes)]  # no session limits, then the notes
     for n in range(client_notes):
         attach_args += [CLIENT_NOTE_TEMPLATE[0].format(i=n), CLIENT_NOTE_TEMPLATE[1].format(i=n)]
     attach_keys = [

@@ -14,33 +14,65 @@ from session_store.errors import (
     PartitionMovedError,
     PermissionDeniedError,
     PreconditionFailedError,
+    RefreshTokenReuseError,
     SessionExistsError,
+    SessionLimitExceededError,
     SessionNotFoundError,
     SessionStoreError,
     ShardUnavailableError,
+    StaleRefreshTokenError,
     UnauthenticatedError,
     UnavailableError,
 )
-from session_store.model.policy import ClientPolicy, RealmPolicy
-from session_store.model.session import ClientSession, UserSession, UserSessionState
+from session_store.model.auth_session import (
+    AuthenticationSession,
+    AuthenticationSessionRemoval,
+    ExecutionStatus,
+    RootAuthenticationSession,
+)
+from session_store.model.login_failure import LoginFailure
+from session_store.model.policy import BruteForcePolicy, BruteForceStrategy, ClientPolicy, RealmPolicy
+from session_store.model.session import (
+    ClientSession,
+    LimitBehavior,
+    RefreshTokenUse,
+    SessionLimits,
+    UserSession,
+    UserSessionState,
+)
+from session_store.model.single_use import SingleUseObject
 
 __all__ = [
     "AsyncSessionStoreClient",
+    "AuthenticationSession",
+    "AuthenticationSessionRemoval",
+    "BruteForcePolicy",
+    "BruteForceStrategy",
     "ClientPolicy",
     "ClientSession",
+    "ExecutionStatus",
     "InvalidArgumentError",
+    "LimitBehavior",
     "LimitExceededError",
+    "LoginFailure",
     "PartitionFrozenError",
     "PartitionMovedError",
     "PermissionDeniedError",
     "PreconditionFailedError",
     "RealmPolicy",
+    "RefreshTokenReuseError",
+    "RefreshTokenUse",
+    "RootAuthenticationSession",
     "SessionExistsError",
+    "SessionLimitExceededError",
+    "SessionLimits",
     "SessionNotFoundError",
     "SessionStoreClient",
     "SessionStoreError",
     "Settings",
     "ShardUnavailableError",
+    "SingleUseObject",
+    "StaleRefreshTokenError",
     "UnauthenticatedError",
     "UnavailableError",
     "UserSession",

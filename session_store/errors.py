@@ -6,7 +6,10 @@
     ├── SessionNotFoundError               (NOT_FOUND)
     ├── SessionExistsError                 (ALREADY_EXISTS)
     ├── PreconditionFailedError            (FAILED_PRECONDITION)
+    │   ├── StaleRefreshTokenError         (a refresh token older than its chain's newest)
+    │   └── RefreshTokenReuseError         (a refresh token used more than refreshTokenMaxReuse + 1 times)
     ├── LimitExceededError                 (RESOURCE_EXHAUSTED)
+    │   └── SessionLimitExceededError      (the user-session count limiter denied a new session)
     ├── InvalidArgumentError               (INVALID_ARGUMENT)
     ├── UnauthenticatedError               (UNAUTHENTICATED)
     ├── PermissionDeniedError              (PERMISSION_DENIED)
@@ -60,11 +63,29 @@ class PreconditionFailedError(SessionStoreError):
     reason = "PRECONDITION_FAILED"
 
 
+class StaleRefreshTokenError(PreconditionFailedError):
+    """Refresh-token rotation: the token is older than the newest one issued on its chain."""
+
+    reason = "STALE_REFRESH_TOKEN"
+
+
+class RefreshTokenReuseError(PreconditionFailedError):
+    """Refresh-token rotation: the token was used more often than the realm allows."""
+
+    reason = "REFRESH_TOKEN_REUSE_EXCEEDED"
+
+
 class LimitExceededError(SessionStoreError):
     """A size or count limit would be exceeded (notes, client sessions)."""
 
     code = "RESOURCE_EXHAUSTED"
     reason = "LIMIT_EXCEEDED"
+
+
+class SessionLimitExceededError(LimitExceededError):
+    """The user-session count limiter (behaviour "deny new session") refused a new session."""
+
+    reason = "SESSION_LIMIT_EXCEEDED"
 
 
 class InvalidArgumentError(SessionStoreError):
@@ -120,7 +141,10 @@ ERRORS_BY_REASON: dict[str, type[SessionStoreError]] = {
         SessionNotFoundError,
         SessionExistsError,
         PreconditionFailedError,
+        StaleRefreshTokenError,
+        RefreshTokenReuseError,
         LimitExceededError,
+        SessionLimitExceededError,
         InvalidArgumentError,
         UnauthenticatedError,
         PermissionDeniedError,

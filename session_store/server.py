@@ -9,17 +9,30 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from session_store.api.auth_sessions import AuthenticationSessionsServicer
+from session_store.api.login_failures import LoginFailuresServicer
 from session_store.api.servicer import SessionStoreServicer, TestClockServicer
+from session_store.api.single_use import SingleUseObjectsServicer
 from session_store.config import Settings, ShardSettings
 from session_store.model.clock import Clock, SystemClock, TestClock
 from session_store.model.limits import MAX_REQUEST_BYTES
+from session_store.storage.auth_sessions import AuthenticationSessionRepository
+from session_store.storage.bulk import BulkRemoval
+from session_store.storage.login_failures import LoginFailureRepository
 from session_store.storage.policies import PolicyStore
 from session_store.storage.router import Router
 from session_store.storage.sessions import SessionRepository
 from session_store.storage.shard import Shard
+from session_store.storage.single_use import SingleUseObjectRepository
 from session_store.v1 import (
+    authentication_sessions_pb2,
+    authentication_sessions_pb2_grpc,
+    login_failures_pb2,
+    login_failures_pb2_grpc,
     session_store_pb2,
     session_store_pb2_grpc,
+    single_use_objects_pb2,
+    single_use_objects_pb2_grpc,
     test_clock_pb2,
     test_clock_pb2_grpc,
 )
@@ -28,6 +41,11 @@ log = structlog.get_logger(__name__)
 
 SERVICE_NAME = session_store_pb2.DESCRIPTOR.services_by_name["SessionStore"].full_name
 TEST_CLOCK_SERVICE_NAME = test_clock_pb2.DESCRIPTOR.services_by_name["TestClock"].full_name
+SINGLE_USE_SERVICE_NAME = single_use_objects_pb2.DESCRIPTOR.services_by_name["SingleUseObjects"].full_name
+LOGIN_FAILURES_SERVICE_NAME = login_failures_pb2.DESCRIPTOR.services_by_name["LoginFailures"].full_name
+AUTH_SESSIONS_SERVICE_NAME = authentication_sessions_pb2.DESCRIPTOR.services_by_name[
+    "AuthenticationSessions"
+].full_name
 
 
 class SessionStoreServer:
@@ -71,10 +89,24 @@ class SessionStoreServer:
                 ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
             ]
         )
+        self.bulk = BulkRemoval(self.router, self.policies, self.clock)
         session_store_pb2_grpc.add_SessionStoreServicer_to_server(
-            SessionStoreServicer(self.sessions, self.policies), self.server
+            SessionStoreServicer(self.sessions, self.policies, self.bulk), self.server
         )
-        names = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        self.single_use = SingleUseObjectRepository(self.router, self.clock)
+        single_use_objects_pb2_grpc.add_SingleUseObjectsServicer_to_server(
+            SingleUseObjectsServicer(self.single_use), self.server
+        )
+        self.login_failures = LoginFailureRepository(self.router, self.policies, self.clock)
+        login_failures_pb2_grpc.add_LoginFailuresServicer_to_server(
+            LoginFailuresServicer(self.login_failures), self.server
+        )
+        self.auth_sessions = AuthenticationSessionRepository(self.router, self.policies, self.clock)
+        authentication_sessions_pb2_grpc.add_AuthenticationSessionsServicer_to_server(
+            AuthenticationSessionsServicer(self.auth_sessions), self.server
+        )
+        names = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME, AUTH_SESSIONS_SERVICE_NAME]
+        names += [SINGLE_USE_SERVICE_NAME, LOGIN_FAILURES_SERVICE_NAME]
         if isinstance(self.clock, TestClock):
             test_clock_pb2_grpc.add_TestClockServicer_to_server(TestClockServicer(self.clock), self.server)
             names.append(TEST_CLOCK_SERVICE_NAME)
@@ -95,7 +127,7 @@ class SessionStoreServer:
         if self.port == 0 and not address.startswith("unix:"):
             raise RuntimeError(f"could not listen on {address}")
         await self.server.start()
-        for name in ("", SERVICE_NAME):
+        for name in ("", SERVICE_NAME, SINGLE_USE_SERVICE_NAME, LOGIN_FAILURES_SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "server_started",

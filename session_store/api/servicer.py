@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -16,6 +16,7 @@ from session_store.api._status import to_status
 from session_store.errors import InvalidArgumentError, SessionStoreError
 from session_store.model.clock import TestClock
 from session_store.model.session import validate_redirect_uri, validate_text
+from session_store.storage.bulk import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, BulkRemoval, RemovalScope
 from session_store.storage.policies import PolicyStore
 from session_store.storage.sessions import SessionRepository
 from session_store.v1 import session_store_pb2 as pb
@@ -66,10 +67,11 @@ def rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
 class SessionStoreServicer(pb_grpc.SessionStoreServicer):
     """Every SessionStore RPC: validate, call the repository, convert the answer."""
 
-    def __init__(self, sessions: SessionRepository, policies: PolicyStore) -> None:
+    def __init__(self, sessions: SessionRepository, policies: PolicyStore, bulk: BulkRemoval) -> None:
         """Serve from these stores."""
         self._sessions = sessions
         self._policies = policies
+        self._bulk = bulk
 
     @rpc
     async def CreateUserSession(  # noqa: N802 - gRPC method names are the proto's
@@ -78,7 +80,8 @@ class SessionStoreServicer(pb_grpc.SessionStoreServicer):
         """See the proto."""
         new = convert.new_user_session(request)
         sid = convert.session_id(request.session_id) if request.session_id else None
-        return convert.session_to_proto(await self._sessions.create_user_session(new, sid))
+        limits = convert.limits(request)
+        return convert.session_to_proto(await self._sessions.create_user_session(new, sid, limits))
 
     @rpc
     async def GetUserSession(  # noqa: N802 - gRPC method names are the proto's
@@ -145,6 +148,7 @@ class SessionStoreServicer(pb_grpc.SessionStoreServicer):
             convert.session_id(request.session_id),
             convert.new_client_session(request),
             offline=request.offline,
+            limits=convert.limits(request),
         )
         return convert.client_to_proto(client)
 
@@ -275,6 +279,59 @@ class SessionStoreServicer(pb_grpc.SessionStoreServicer):
             convert.client_ids(request.client_ids),
         )
         return convert.session_to_proto(session)
+
+    @rpc
+    async def UseRefreshToken(  # noqa: N802 - gRPC method names are the proto's
+        self, request: pb.UseRefreshTokenRequest, context: Context
+    ) -> pb.UseRefreshTokenResponse:
+        """See the proto."""
+        use = await self._sessions.use_refresh_token(
+            convert.realm(request.realm),
+            convert.session_id(request.session_id),
+            convert.refresh_token(request),
+            offline=request.offline,
+            new_issued_at=convert.timestamp(request.new_issued_at, "new_issued_at"),
+            introspect=request.introspect,
+        )
+        return convert.refresh_token_use_to_proto(use)
+
+    async def RemoveSessions(  # noqa: N802 - gRPC method names are the proto's
+        self, request: pb.RemoveSessionsRequest, context: Context
+    ) -> AsyncIterator[pb.RemoveSessionsProgress]:
+        """See the proto. Errors end the stream with a status, as in unary calls."""
+        structlog.contextvars.bind_contextvars(rpc="RemoveSessions")
+        try:
+            realm = convert.realm(request.realm)
+            scope_name = request.WhichOneof("scope")
+            if scope_name is None:
+                raise InvalidArgumentError("one of all, client_id or expired must be set")
+            if scope_name == "client_id":
+                scope, client = RemovalScope.CLIENT, convert.client_id(request.client_id)
+            elif scope_name == "all" and request.all:
+                scope, client = RemovalScope.REALM, ""
+            elif scope_name == "expired" and request.expired:
+                scope, client = RemovalScope.EXPIRED, ""
+            else:
+                raise InvalidArgumentError(f"{scope_name} must be true")
+            if not 0 <= request.batch_size <= MAX_BATCH_SIZE:
+                raise InvalidArgumentError(f"batch_size must be between 1 and {MAX_BATCH_SIZE} (0 = default)")
+            batch = request.batch_size or DEFAULT_BATCH_SIZE
+            async for progress in self._bulk.remove(realm, scope, client_id=client, batch_size=batch):
+                yield pb.RemoveSessionsProgress(
+                    removed=progress.removed,
+                    partitions_done=progress.partitions_done,
+                    partitions_total=progress.partitions_total,
+                )
+            log.info("sessions_removed", scope=scope.name, removed=progress.removed)
+        except SessionStoreError as exc:
+            await context.abort_with_status(to_status(exc))
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            log.exception("rpc_failed")
+            await context.abort_with_status(to_status(SessionStoreError("internal error")))
+        finally:
+            structlog.contextvars.unbind_contextvars("rpc")
 
     @rpc
     async def SetRealmPolicy(  # noqa: N802 - gRPC method names are the proto's

@@ -15,6 +15,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from session_store.api import convert, convert_auth
 from session_store.errors import (
     ERROR_DOMAIN,
     ERRORS_BY_REASON,
@@ -28,15 +29,37 @@ from session_store.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from session_store.model.policy import ClientPolicy, RealmPolicy
-from session_store.model.session import ClientSession, UserSession, UserSessionState
+from session_store.model.auth_session import (
+    AuthenticationSession,
+    AuthenticationSessionRemoval,
+    ExecutionStatus,
+    RootAuthenticationSession,
+)
+from session_store.model.login_failure import LoginFailure
+from session_store.model.policy import RealmPolicy
+from session_store.model.session import (
+    ClientSession,
+    RefreshTokenUse,
+    RemovalProgress,
+    SessionLimits,
+    UserSession,
+    UserSessionState,
+)
+from session_store.model.single_use import SingleUseObject
+from session_store.v1 import authentication_sessions_pb2 as as_pb
+from session_store.v1 import login_failures_pb2 as lf_pb
 from session_store.v1 import session_store_pb2 as pb
+from session_store.v1 import single_use_objects_pb2 as su_pb
 
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
 DEFAULT_MAX_ATTEMPTS = 4
 DEFAULT_BACKOFF_SECONDS = 0.05
+REMOVAL_TIMEOUT_SECONDS = 600.0
+_AUTH_SESSIONS = "AuthenticationSessions"
+_SINGLE_USE = "SingleUseObjects"
+_LOGIN_FAILURES = "LoginFailures"
 
 _BY_CODE: dict[grpc.StatusCode, type[SessionStoreError]] = {
     grpc.StatusCode.NOT_FOUND: SessionNotFoundError,
@@ -53,12 +76,17 @@ _NOT_EXECUTED = (PartitionMovedError, PartitionFrozenError)
 
 @dataclass(frozen=True)
 class Operation(Generic[T]):
-    """One RPC: method name, request, reply conversion, and whether retrying it is safe."""
+    """One RPC: method name, request, reply conversion, whether retrying it is safe, and the service.
+
+    `service` names the gRPC service (without the package) whose stub carries the call: both
+    clients keep one stub per service of session_store.v1.
+    """
 
     method: str
     request: Any
     convert: Callable[[Any], T]
     idempotent: bool = True
+    service: str = "SessionStore"
 
 
 def error_from_rpc(err: grpc.RpcError) -> SessionStoreError:
@@ -86,99 +114,14 @@ def backoff(attempt: int, base: float = DEFAULT_BACKOFF_SECONDS) -> float:
     return random.uniform(0, base * (2 ** (attempt - 1)))  # noqa: S311 - jitter, not security
 
 
-def _client(c: pb.ClientSession) -> ClientSession:
-    return ClientSession(
-        client_id=c.client_id,
-        user_session_id=c.user_session_id,
-        offline=c.offline,
-        redirect_uri=c.redirect_uri,
-        action=c.action,
-        protocol=c.protocol,
-        timestamp=c.timestamp,
-        started=c.started,
-        user_session_started=c.user_session_started,
-        notes=dict(c.notes),
-        expires_at_ms=c.expires_at_ms,
-    )
-
-
-def _session(s: pb.UserSession) -> UserSession:
-    return UserSession(
-        id=s.id,
-        realm=s.realm,
-        user_id=s.user_id,
-        offline=s.offline,
-        login_username=s.login_username,
-        ip_address=s.ip_address,
-        auth_method=s.auth_method,
-        remember_me=s.remember_me,
-        started=s.started,
-        last_session_refresh=s.last_session_refresh,
-        broker_session_id=s.broker_session_id,
-        broker_user_id=s.broker_user_id,
-        state=UserSessionState(s.state),
-        notes=dict(s.notes),
-        client_sessions={k: _client(v) for k, v in s.client_sessions.items()},
-        expires_at_ms=s.expires_at_ms,
-    )
+_client = convert.client_from_proto
+_session = convert.session_from_proto
+_policy = convert.policy_from_proto
+_policy_to_proto = convert.policy_to_proto
 
 
 def _sessions(r: pb.ListUserSessionsResponse) -> list[UserSession]:
     return [_session(s) for s in r.sessions]
-
-
-def _policy(p: pb.RealmPolicy) -> RealmPolicy:
-    return RealmPolicy(
-        realm=p.realm,
-        sso_session_idle_timeout=p.sso_session_idle_timeout,
-        sso_session_max_lifespan=p.sso_session_max_lifespan,
-        sso_session_idle_timeout_remember_me=p.sso_session_idle_timeout_remember_me,
-        sso_session_max_lifespan_remember_me=p.sso_session_max_lifespan_remember_me,
-        remember_me=p.remember_me,
-        client_session_idle_timeout=p.client_session_idle_timeout,
-        client_session_max_lifespan=p.client_session_max_lifespan,
-        offline_session_idle_timeout=p.offline_session_idle_timeout,
-        offline_session_max_lifespan_enabled=p.offline_session_max_lifespan_enabled,
-        offline_session_max_lifespan=p.offline_session_max_lifespan,
-        client_offline_session_idle_timeout=p.client_offline_session_idle_timeout,
-        client_offline_session_max_lifespan=p.client_offline_session_max_lifespan,
-        clients={
-            k: ClientPolicy(
-                session_idle_timeout=v.session_idle_timeout,
-                session_max_lifespan=v.session_max_lifespan,
-                offline_session_idle_timeout=v.offline_session_idle_timeout,
-                offline_session_max_lifespan=v.offline_session_max_lifespan,
-            )
-            for k, v in p.clients.items()
-        },
-    )
-
-
-def _policy_to_proto(p: RealmPolicy) -> pb.RealmPolicy:
-    return pb.RealmPolicy(
-        realm=p.realm,
-        sso_session_idle_timeout=p.sso_session_idle_timeout,
-        sso_session_max_lifespan=p.sso_session_max_lifespan,
-        sso_session_idle_timeout_remember_me=p.sso_session_idle_timeout_remember_me,
-        sso_session_max_lifespan_remember_me=p.sso_session_max_lifespan_remember_me,
-        remember_me=p.remember_me,
-        client_session_idle_timeout=p.client_session_idle_timeout,
-        client_session_max_lifespan=p.client_session_max_lifespan,
-        offline_session_idle_timeout=p.offline_session_idle_timeout,
-        offline_session_max_lifespan_enabled=p.offline_session_max_lifespan_enabled,
-        offline_session_max_lifespan=p.offline_session_max_lifespan,
-        client_offline_session_idle_timeout=p.client_offline_session_idle_timeout,
-        client_offline_session_max_lifespan=p.client_offline_session_max_lifespan,
-        clients={
-            k: pb.ClientPolicy(
-                session_idle_timeout=v.session_idle_timeout,
-                session_max_lifespan=v.session_max_lifespan,
-                offline_session_idle_timeout=v.offline_session_idle_timeout,
-                offline_session_max_lifespan=v.offline_session_max_lifespan,
-            )
-            for k, v in p.clients.items()
-        },
-    )
 
 
 class Operations:
@@ -198,26 +141,29 @@ class Operations:
         broker_user_id: str = "",
         state: UserSessionState = UserSessionState.UNSPECIFIED,
         notes: Mapping[str, str] | None = None,
+        limits: SessionLimits | None = None,
     ) -> Operation[UserSession]:
-        """Create a user session (not retried unless the server proves it did not run)."""
-        return Operation(
-            "CreateUserSession",
-            pb.CreateUserSessionRequest(
-                realm=realm,
-                user_id=user_id,
-                session_id=session_id,
-                login_username=login_username,
-                ip_address=ip_address,
-                auth_method=auth_method,
-                remember_me=remember_me,
-                broker_session_id=broker_session_id,
-                broker_user_id=broker_user_id,
-                state=pb.UserSessionState.ValueType(int(state)),
-                notes=dict(notes or {}),
-            ),
-            _session,
-            idempotent=False,
+        """Create a user session (not retried unless the server proves it did not run).
+
+        With `limits`, the user-session count limiter applies atomically: SessionLimitExceededError
+        when it denies, else the session's `evicted_session_ids` name the sessions it terminated.
+        """
+        request = pb.CreateUserSessionRequest(
+            realm=realm,
+            user_id=user_id,
+            session_id=session_id,
+            login_username=login_username,
+            ip_address=ip_address,
+            auth_method=auth_method,
+            remember_me=remember_me,
+            broker_session_id=broker_session_id,
+            broker_user_id=broker_user_id,
+            state=pb.UserSessionState.ValueType(int(state)),
+            notes=dict(notes or {}),
         )
+        if limits is not None:
+            request.limits.CopyFrom(convert.limits_to_proto(limits))
+        return Operation("CreateUserSession", request, _session, idempotent=False)
 
     @staticmethod
     def get_user_session(realm: str, session_id: str, *, offline: bool = False) -> Operation[UserSession]:
@@ -292,22 +238,27 @@ class Operations:
         action: str = "",
         protocol: str = "",
         notes: Mapping[str, str] | None = None,
+        limits: SessionLimits | None = None,
     ) -> Operation[ClientSession]:
-        """Attach (or replace) a client session."""
-        return Operation(
-            "AttachClientSession",
-            pb.AttachClientSessionRequest(
-                realm=realm,
-                session_id=session_id,
-                offline=offline,
-                client_id=client_id,
-                redirect_uri=redirect_uri,
-                action=action,
-                protocol=protocol,
-                notes=dict(notes or {}),
-            ),
-            _client,
+        """Attach (or replace) a client session.
+
+        With `limits` (online sessions only), a client session new to this session counts against
+        the client limit among the user's other sessions: SessionLimitExceededError when it denies,
+        else the result's `evicted_session_ids` name the sessions it terminated.
+        """
+        request = pb.AttachClientSessionRequest(
+            realm=realm,
+            session_id=session_id,
+            offline=offline,
+            client_id=client_id,
+            redirect_uri=redirect_uri,
+            action=action,
+            protocol=protocol,
+            notes=dict(notes or {}),
         )
+        if limits is not None:
+            request.limits.CopyFrom(convert.limits_to_proto(limits))
+        return Operation("AttachClientSession", request, _client)
 
     @staticmethod
     def get_client_session(
@@ -439,6 +390,42 @@ class Operations:
         )
 
     @staticmethod
+    def use_refresh_token(
+        realm: str,
+        session_id: str,
+        client_id: str,
+        token_id: str,
+        *,
+        issued_at: int,
+        reuse_id: str = "",
+        new_issued_at: int = 0,
+        introspect: bool = False,
+        offline: bool = False,
+    ) -> Operation[RefreshTokenUse]:
+        """Check and record one use of a refresh token (Keycloak rotation); never retried.
+
+        Raises StaleRefreshTokenError or RefreshTokenReuseError when rotation rejects the token (a
+        refresh then detached the client session), SessionNotFoundError when the user or client
+        session is gone.
+        """
+        return Operation(
+            "UseRefreshToken",
+            pb.UseRefreshTokenRequest(
+                realm=realm,
+                session_id=session_id,
+                offline=offline,
+                client_id=client_id,
+                token_id=token_id,
+                reuse_id=reuse_id,
+                issued_at=issued_at,
+                new_issued_at=new_issued_at,
+                introspect=introspect,
+            ),
+            convert.refresh_token_use_from_proto,
+            idempotent=introspect,
+        )
+
+    @staticmethod
     def set_realm_policy(policy: RealmPolicy) -> Operation[RealmPolicy]:
         """Store a realm's session policy."""
         return Operation("SetRealmPolicy", pb.SetRealmPolicyRequest(policy=_policy_to_proto(policy)), _policy)
@@ -447,3 +434,295 @@ class Operations:
     def get_realm_policy(realm: str) -> Operation[RealmPolicy]:
         """A realm's session policy."""
         return Operation("GetRealmPolicy", pb.GetRealmPolicyRequest(realm=realm), _policy)
+
+    @staticmethod
+    def get_or_create_root_authentication_session(
+        realm: str, root_id: str = ""
+    ) -> Operation[RootAuthenticationSession]:
+        """The live root with `root_id`, else a new one with it (empty: a minted id); atomic.
+
+        With an empty id it is not retried unless the server proves it did not run (a repeat would
+        mint a second root).
+        """
+        return Operation(
+            "GetOrCreateRootAuthenticationSession",
+            as_pb.GetOrCreateRootAuthenticationSessionRequest(realm=realm, root_id=root_id),
+            convert_auth.root_from_proto,
+            idempotent=bool(root_id),
+            service=_AUTH_SESSIONS,
+        )
+
+    @staticmethod
+    def get_root_authentication_session(realm: str, root_id: str) -> Operation[RootAuthenticationSession]:
+        """A live root with its tabs (SessionNotFoundError when missing or expired)."""
+        return Operation(
+            "GetRootAuthenticationSession",
+            as_pb.GetRootAuthenticationSessionRequest(realm=realm, root_id=root_id),
+            convert_auth.root_from_proto,
+            service=_AUTH_SESSIONS,
+        )
+
+    @staticmethod
+    def remove_root_authentication_session(realm: str, root_id: str) -> Operation[bool]:
+        """Remove a root and its tabs; True when a live root was removed."""
+        return Operation(
+            "RemoveRootAuthenticationSession",
+            as_pb.RemoveRootAuthenticationSessionRequest(realm=realm, root_id=root_id),
+            lambda r: bool(r.removed),
+            service=_AUTH_SESSIONS,
+        )
+
+    @staticmethod
+    def restart_root_authentication_session(realm: str, root_id: str) -> Operation[RootAuthenticationSession]:
+        """Remove every tab of a live root and set its timestamp to now (same id)."""
+        return Operation(
+            "RestartRootAuthenticationSession",
+            as_pb.RestartRootAuthenticationSessionRequest(realm=realm, root_id=root_id),
+            convert_auth.root_from_proto,
+            service=_AUTH_SESSIONS,
+        )
+
+    @staticmethod
+    def create_authentication_session(
+        realm: str, root_id: str, client_id: str
+    ) -> Operation[AuthenticationSession]:
+        """Create a tab for a client (at the realm's tab limit the oldest tab is evicted first).
+
+        Not retried unless the server proves it did not run (a repeat would create a second tab).
+        """
+        return Operation(
+            "CreateAuthenticationSession",
+            as_pb.CreateAuthenticationSessionRequest(realm=realm, root_id=root_id, client_id=client_id),
+            convert_auth.tab_from_proto,
+            idempotent=False,
+            service=_AUTH_SESSIONS,
+        )
+
+    @staticmethod
+    def get_authentication_session(
+        realm: str, root_id: str, tab_id: str, client_id: str
+    ) -> Operation[AuthenticationSession]:
+        """A tab of a live root (SessionNotFoundError also when it is another client's)."""
+        return Operation(
+            "GetAuthenticationSession",
+            as_pb.GetAuthenticationSessionRequest(
+                realm=realm, root_id=root_id, tab_id=tab_id, client_id=client_id
+            ),
+            convert_auth.tab_from_proto,
+            service=_AUTH_SESSIONS,
+        )
+
+    @staticmethod
+    def update_authentication_session(
+        realm: str,
+        root_id: str,
+        tab_id: str,
+        client_id: str,
+        *,
+        redirect_uri: str | None = None,
+        action: str | None = None,
+        protocol: str | None = None,
+        authenticated_user_id: str | None = None,
+        set_execution_status: Mapping[str, ExecutionStatus] | None = None,
+        clear_execution_status: Iterable[str] = (),
+        add_required_actions: Iterable[str] = (),
+        remove_required_actions: Iterable[str] = (),
+        client_scopes: Iterable[str] | None = None,
+        set_user_session_notes: Mapping[str, str] | None = None,
+        remove_user_session_notes: Iterable[str] = (),
+        set_auth_notes: Mapping[str, str] | None = None,
+        remove_auth_notes: Iterable[str] = (),
+        clear_auth_notes: bool = False,
+        set_client_notes: Mapping[str, str] | None = None,
+        remove_client_notes: Iterable[str] = (),
+    ) -> Operation[AuthenticationSession]:
+        """Change a tab in one step (None: unchanged; `authenticated_user_id=""` clears the user;
+        `client_scopes` replaces the scopes). The root's timestamp becomes now."""
+        request = as_pb.UpdateAuthenticationSessionRequest(
+            realm=realm,
+            root_id=root_id,
+            tab_id=tab_id,
+            client_id=client_id,
+            set_execution_status={
+                k: as_pb.ExecutionStatus.ValueType(int(v)) for k, v in (set_execution_status or {}).items()
+            },
+            clear_execution_status=list(clear_execution_status),
+            add_required_actions=list(add_required_actions),
+            remove_required_actions=list(remove_required_actions),
+            set_client_scopes=client_scopes is not None,
+            client_scopes=list(client_scopes or ()),
+            set_user_session_notes=dict(set_user_session_notes or {}),
+            remove_user_session_notes=list(remove_user_session_notes),
+            set_auth_notes=dict(set_auth_notes or {}),
+            remove_auth_notes=list(remove_auth_notes),
+            clear_auth_notes=clear_auth_notes,
+            set_client_notes=dict(set_client_notes or {}),
+            remove_client_notes=list(remove_client_notes),
+        )
+        for name, value in (
+            ("redirect_uri", redirect_uri),
+            ("action", action),
+            ("protocol", protocol),
+            ("authenticated_user_id", authenticated_user_id),
+        ):
+            if value is not None:
+                setattr(request, name, value)
+        return Operation(
+            "UpdateAuthenticationSession", request, convert_auth.tab_from_proto, service=_AUTH_SESSIONS
+        )
+
+    @staticmethod
+    def remove_authentication_session(
+        realm: str, root_id: str, tab_id: str
+    ) -> Operation[AuthenticationSessionRemoval]:
+        """Remove a tab; removing the last tab removes the root."""
+        return Operation(
+            "RemoveAuthenticationSession",
+            as_pb.RemoveAuthenticationSessionRequest(realm=realm, root_id=root_id, tab_id=tab_id),
+            lambda r: AuthenticationSessionRemoval(removed=r.removed, root_removed=r.root_removed),
+            service=_AUTH_SESSIONS,
+        )
+
+    @staticmethod
+    def put_single_use_object(
+        realm: str, key: str, lifespan_seconds: int, notes: Mapping[str, str] | None = None
+    ) -> Operation[None]:
+        """Store or overwrite a single-use object for at least `lifespan_seconds` (> 0)."""
+        return Operation(
+            "PutSingleUseObject",
+            su_pb.PutSingleUseObjectRequest(
+                realm=realm, key=key, lifespan_seconds=lifespan_seconds, notes=dict(notes or {})
+            ),
+            lambda r: None,
+            service=_SINGLE_USE,
+        )
+
+    @staticmethod
+    def put_single_use_object_if_absent(realm: str, key: str, lifespan_seconds: int) -> Operation[bool]:
+        """Store a single-use object with empty notes unless one is there; True when this call stored it.
+
+        Not retried unless the server proves it did not run (a repeat would answer False).
+        """
+        return Operation(
+            "PutSingleUseObjectIfAbsent",
+            su_pb.PutSingleUseObjectRequest(realm=realm, key=key, lifespan_seconds=lifespan_seconds),
+            lambda r: bool(r.stored),
+            idempotent=False,
+            service=_SINGLE_USE,
+        )
+
+    @staticmethod
+    def get_single_use_object(realm: str, key: str) -> Operation[SingleUseObject]:
+        """A live single-use object (SessionNotFoundError when absent or expired)."""
+        return Operation(
+            "GetSingleUseObject",
+            su_pb.SingleUseObjectKey(realm=realm, key=key),
+            convert.single_use_from_proto,
+            service=_SINGLE_USE,
+        )
+
+    @staticmethod
+    def take_single_use_object(realm: str, key: str) -> Operation[SingleUseObject]:
+        """Remove a single-use object and return it; of racing callers, the others get SessionNotFoundError.
+
+        Not retried unless the server proves it did not run (a repeat would find nothing).
+        """
+        return Operation(
+            "TakeSingleUseObject",
+            su_pb.SingleUseObjectKey(realm=realm, key=key),
+            convert.single_use_from_proto,
+            idempotent=False,
+            service=_SINGLE_USE,
+        )
+
+    @staticmethod
+    def replace_single_use_object(
+        realm: str, key: str, notes: Mapping[str, str] | None = None
+    ) -> Operation[bool]:
+        """Replace the notes of a live single-use object, keeping its expiry; False when absent."""
+        return Operation(
+            "ReplaceSingleUseObject",
+            su_pb.ReplaceSingleUseObjectRequest(realm=realm, key=key, notes=dict(notes or {})),
+            lambda r: bool(r.replaced),
+            service=_SINGLE_USE,
+        )
+
+    @staticmethod
+    def contains_single_use_object(realm: str, key: str) -> Operation[bool]:
+        """Whether a live single-use object is under the key."""
+        return Operation(
+            "ContainsSingleUseObject",
+            su_pb.SingleUseObjectKey(realm=realm, key=key),
+            lambda r: bool(r.present),
+            service=_SINGLE_USE,
+        )
+
+    @staticmethod
+    def record_login_failure(realm: str, user_id: str, *, ip_address: str = "") -> Operation[LoginFailure]:
+        """Record one failed login and apply the realm's brute-force rules; returns the record.
+
+        Not retried unless the server proves it did not run (a repeat would count twice).
+        """
+        return Operation(
+            "RecordLoginFailure",
+            lf_pb.RecordLoginFailureRequest(realm=realm, user_id=user_id, ip_address=ip_address),
+            convert.login_failure_from_proto,
+            idempotent=False,
+            service=_LOGIN_FAILURES,
+        )
+
+    @staticmethod
+    def get_login_failure(realm: str, user_id: str) -> Operation[LoginFailure]:
+        """A user's login-failure record (SessionNotFoundError when there is none)."""
+        return Operation(
+            "GetLoginFailure",
+            lf_pb.LoginFailureKey(realm=realm, user_id=user_id),
+            convert.login_failure_from_proto,
+            service=_LOGIN_FAILURES,
+        )
+
+    @staticmethod
+    def clear_login_failure(realm: str, user_id: str) -> Operation[bool]:
+        """A successful login: reset the user's counters; True when there was a record."""
+        return Operation(
+            "ClearLoginFailure",
+            lf_pb.LoginFailureKey(realm=realm, user_id=user_id),
+            lambda r: bool(r.removed),
+            service=_LOGIN_FAILURES,
+        )
+
+    @staticmethod
+    def remove_login_failure(realm: str, user_id: str) -> Operation[bool]:
+        """Delete a user's record (the user was removed); True when there was one."""
+        return Operation(
+            "RemoveLoginFailure",
+            lf_pb.LoginFailureKey(realm=realm, user_id=user_id),
+            lambda r: bool(r.removed),
+            service=_LOGIN_FAILURES,
+        )
+
+    @staticmethod
+    def remove_realm_login_failures(realm: str) -> Operation[int]:
+        """Delete every login-failure record of a realm; returns how many were removed."""
+        return Operation(
+            "RemoveRealmLoginFailures",
+            lf_pb.RemoveRealmLoginFailuresRequest(realm=realm),
+            lambda r: int(r.removed),
+            service=_LOGIN_FAILURES,
+        )
+
+
+def remove_sessions_request(
+    realm: str, *, client_id: str = "", expired: bool = False, batch_size: int = 0
+) -> pb.RemoveSessionsRequest:
+    """The request of a bulk removal: the whole realm, one client's client sessions, or the expired."""
+    if client_id:
+        return pb.RemoveSessionsRequest(realm=realm, client_id=client_id, batch_size=batch_size)
+    if expired:
+        return pb.RemoveSessionsRequest(realm=realm, expired=True, batch_size=batch_size)
+    return pb.RemoveSessionsRequest(realm=realm, all=True, batch_size=batch_size)
+
+
+def removal_progress(reply: pb.RemoveSessionsProgress) -> RemovalProgress:
+    """A progress message of a bulk removal."""
+    return RemovalProgress(reply.removed, reply.partitions_done, reply.partitions_total)

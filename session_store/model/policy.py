@@ -7,6 +7,7 @@ reference the tests hold the scripts to.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
@@ -18,6 +19,11 @@ DEFAULT_SSO_SESSION_IDLE_TIMEOUT = 1800
 DEFAULT_SSO_SESSION_MAX_LIFESPAN = 36000
 DEFAULT_OFFLINE_SESSION_IDLE_TIMEOUT = 2592000
 DEFAULT_OFFLINE_SESSION_MAX_LIFESPAN = 5184000
+DEFAULT_ACCESS_CODE_LIFESPAN = 60
+DEFAULT_ACCESS_CODE_LIFESPAN_USER_ACTION = 300
+DEFAULT_ACCESS_CODE_LIFESPAN_LOGIN = 1800
+DEFAULT_AUTH_SESSIONS_LIMIT = 300
+MAX_AUTH_SESSIONS_LIMIT = 10_000
 NO_EXPIRY = -1
 MAX_CLIENT_POLICIES = 4 * MAX_CLIENT_SESSIONS
 
@@ -30,6 +36,29 @@ class ClientPolicy:
     session_max_lifespan: int = 0
     offline_session_idle_timeout: int = 0
     offline_session_max_lifespan: int = 0
+
+
+class BruteForceStrategy(enum.IntEnum):
+    """How the lockout wait grows with failures (values match the proto)."""
+
+    MULTIPLE = 0
+    LINEAR = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class BruteForcePolicy:
+    """Keycloak's brute-force detection settings; 0 = Keycloak's default where one exists."""
+
+    enabled: bool = False
+    permanent_lockout: bool = False
+    max_temporary_lockouts: int = 0
+    strategy: BruteForceStrategy = BruteForceStrategy.MULTIPLE
+    failure_factor: int = 0
+    wait_increment_seconds: int = 0
+    quick_login_check_milliseconds: int = 0
+    minimum_quick_login_wait_seconds: int = 0
+    max_failure_wait_seconds: int = 0
+    max_delta_time_seconds: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +79,13 @@ class RealmPolicy:
     client_offline_session_idle_timeout: int = 0
     client_offline_session_max_lifespan: int = 0
     clients: Mapping[str, ClientPolicy] = field(default_factory=dict)
+    access_code_lifespan: int = 0
+    access_code_lifespan_user_action: int = 0
+    access_code_lifespan_login: int = 0
+    auth_sessions_limit: int = 0
+    revoke_refresh_token: bool = False
+    refresh_token_max_reuse: int = 0
+    brute_force: BruteForcePolicy = field(default_factory=BruteForcePolicy)
 
     def __post_init__(self) -> None:
         """Reject what Keycloak could not hold: negative or absurd timeouts, bad client ids.
@@ -63,6 +99,12 @@ class RealmPolicy:
             value = getattr(self, f.name)
             if isinstance(value, int) and not isinstance(value, bool):
                 _check_timeout(f.name, value)
+        for f in fields(self.brute_force):
+            value = getattr(self.brute_force, f.name)
+            if isinstance(value, int) and not isinstance(value, bool | enum.Enum):
+                _check_timeout(f"brute_force.{f.name}", value)
+        if self.auth_sessions_limit > MAX_AUTH_SESSIONS_LIMIT:
+            raise InvalidArgumentError(f"auth_sessions_limit must be at most {MAX_AUTH_SESSIONS_LIMIT}")
         if len(self.clients) > MAX_CLIENT_POLICIES:
             raise InvalidArgumentError(f"at most {MAX_CLIENT_POLICIES} client overrides per realm")
         for client_id, client in self.clients.items():
@@ -95,6 +137,20 @@ class EffectivePolicy:
     client_offline_idle: int
     client_offline_max: int
     clients: Mapping[str, ClientPolicy]
+
+
+def auth_session_lifespan(policy: RealmPolicy) -> int:
+    """Seconds a root authentication session lives after its last change (Keycloak §1.4)."""
+    return max(
+        policy.access_code_lifespan or DEFAULT_ACCESS_CODE_LIFESPAN,
+        policy.access_code_lifespan_user_action or DEFAULT_ACCESS_CODE_LIFESPAN_USER_ACTION,
+        policy.access_code_lifespan_login or DEFAULT_ACCESS_CODE_LIFESPAN_LOGIN,
+    )
+
+
+def auth_sessions_limit(policy: RealmPolicy) -> int:
+    """Tabs per root authentication session (a non-positive setting means Keycloak's 300)."""
+    return policy.auth_sessions_limit if policy.auth_sessions_limit > 0 else DEFAULT_AUTH_SESSIONS_LIMIT
 
 
 def effective_policy(policy: RealmPolicy) -> EffectivePolicy:

@@ -7,8 +7,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from session_store.errors import InvalidArgumentError
+from session_store.model.ids import validate_id
 from session_store.model.limits import (
     MAX_FIELD_LENGTH,
+    MAX_ID_LENGTH,
     MAX_NOTE_NAME_LENGTH,
     MAX_NOTE_VALUE_LENGTH,
     MAX_NOTES,
@@ -41,6 +43,8 @@ class ClientSession:
     user_session_started: int = 0
     notes: Mapping[str, str] = field(default_factory=dict)
     expires_at_ms: int = 0
+    evicted_session_ids: tuple[str, ...] = ()
+    """Only on an attach with limits: the user's other sessions it terminated to make room."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +67,96 @@ class UserSession:
     notes: Mapping[str, str] = field(default_factory=dict)
     client_sessions: Mapping[str, ClientSession] = field(default_factory=dict)
     expires_at_ms: int = 0
+    evicted_session_ids: tuple[str, ...] = ()
+    """Only on a create with limits: the sessions it terminated to make room."""
+
+
+class LimitBehavior(enum.IntEnum):
+    """What the user-session count limiter does at a limit (Keycloak §4). Values match the proto."""
+
+    DENY_NEW_SESSION = 0
+    """Keycloak's default: refuse the new session."""
+    TERMINATE_OLDEST_SESSION = 1
+    """Log out the sessions refreshed longest ago to make room."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionLimits:
+    """Keycloak's user-session count limiter, applied atomically by a create or an attach.
+
+    A create counts the user's live online sessions against `realm_limit`, and those with a live
+    client session for `client_id` against `client_limit` (a create with a client limit needs the
+    client id); an attach that adds a new client session applies `client_limit` to the user's other
+    sessions with the attached client (`client_id` may stay empty). 0 = no limit.
+
+    Raises:
+        InvalidArgumentError: a negative limit, or an invalid client id.
+    """
+
+    realm_limit: int = 0
+    client_limit: int = 0
+    client_id: str = ""
+    behavior: LimitBehavior = LimitBehavior.DENY_NEW_SESSION
+
+    def __post_init__(self) -> None:
+        """Validate the limits (see the class docstring)."""
+        if self.realm_limit < 0 or self.client_limit < 0:
+            raise InvalidArgumentError("session limits must not be negative (0 means no limit)")
+        if self.client_id:
+            validate_id(self.client_id, "limits.client_id")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any limit is on."""
+        return self.realm_limit > 0 or self.client_limit > 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefreshToken:
+    """The refresh token a caller presents (Keycloak §3): what rotation needs of its claims.
+
+    Raises:
+        InvalidArgumentError: an invalid client id, an empty or oversized token id, an oversized
+            reuse id, or no positive issued_at.
+    """
+
+    client_id: str
+    """The token's azp."""
+    token_id: str
+    """The token's id (jti)."""
+    reuse_id: str = ""
+    """The chain id (reuse_id claim); empty for tokens issued before rotation was on."""
+    issued_at: int
+    """The token's iat, epoch seconds."""
+
+    def __post_init__(self) -> None:
+        """Validate the claims (see the class docstring)."""
+        validate_id(self.client_id, "client_id")
+        if not self.token_id:
+            raise InvalidArgumentError("token_id must not be empty")
+        validate_text(self.token_id, "token_id", MAX_ID_LENGTH)
+        validate_text(self.reuse_id, "reuse_id", MAX_ID_LENGTH)
+        if self.issued_at <= 0:
+            raise InvalidArgumentError("issued_at (the token's iat, epoch seconds) is required")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefreshTokenUse:
+    """The outcome of a refresh token use that rotation accepted."""
+
+    use_count: int
+    """Uses of this token so far, this one included (0 when the realm does not track rotation)."""
+    client_session: ClientSession
+    """The client session after the refresh (timestamp = the new token's iat)."""
+
+
+@dataclass(frozen=True)
+class RemovalProgress:
+    """How far a bulk removal got: sessions (or client sessions) removed, partitions finished."""
+
+    removed: int
+    partitions_done: int
+    partitions_total: int
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,10 +8,13 @@ from redis import exceptions as redis_errors
 
 from session_store.errors import (
     LimitExceededError,
+    RefreshTokenReuseError,
     SessionExistsError,
+    SessionLimitExceededError,
     SessionNotFoundError,
     SessionStoreError,
     ShardUnavailableError,
+    StaleRefreshTokenError,
 )
 
 
@@ -37,6 +40,9 @@ _SCRIPT_ERRORS: dict[str, type[SessionStoreError]] = {
     "SS_NOT_FOUND": SessionNotFoundError,
     "SS_EXISTS": SessionExistsError,
     "SS_LIMIT": LimitExceededError,
+    "SS_SESSION_LIMIT": SessionLimitExceededError,
+    "SS_RT_STALE": StaleRefreshTokenError,
+    "SS_RT_REUSE": RefreshTokenReuseError,
 }
 
 

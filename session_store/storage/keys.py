@@ -15,7 +15,14 @@ key                                         holds
 ``ss:{P}:c:<realm>`` (``co``)               zset "<client> <session id>" -> client deadline ms
 ``ss:{P}:bs:<realm> <broker session id>``   zset hint "<partition>:<session id>" (online)
 ``ss:{P}:bu:<realm> <broker user id>``      zset hint, online (``buo``: offline)
+``ss:{P}:su:<realm> <key>``                 single-use object hash: notes + deadline (TTL)
+``ss:{P}:lf:<realm> <user>``                login-failure hash of a user (no TTL)
+``ss:{P}:lfr:<realm>``                      set of the user ids with a login-failure record
+``ss:{P}:a:<realm> <root id>``              root authentication session hash: ``ts`` (epoch s of
+                                            its last change), ``n`` (tabs created), ``t:<tab id>``
+                                            tab JSON; P = home partition of the id (TTL = deadline)
 ``ss:policy:<realm>``                       the realm's session policy (JSON), on every shard
+``ss:markers:<realm>``                      bulk-removal markers (hash), on every shard
 ==========================================  =====================================================
 """
 
@@ -71,9 +78,34 @@ def broker_user_hints(partition: int, realm: str, broker_user_id: str, *, offlin
     return f"{tag(partition)}{'buo' if offline else 'bu'}:{realm} {broker_user_id}"
 
 
+def single_use_object(partition: int, realm: str, key: str) -> str:
+    """A single-use object (partition: lookup_partition(realm, "su", key)); the key comes last."""
+    return f"{tag(partition)}su:{realm} {key}"
+
+
+def login_failure(partition: int, realm: str, user_id: str) -> str:
+    """A user's login-failure record, in the user's partition."""
+    return f"{tag(partition)}lf:{realm} {user_id}"
+
+
+def login_failure_index(partition: int, realm: str) -> str:
+    """The user ids of a partition that have a login-failure record in a realm."""
+    return f"{tag(partition)}lfr:{realm}"
+
+
+def root_auth_session(partition: int, realm: str, root_id: str) -> str:
+    """A root authentication session with its tabs (partition: home_partition(root_id))."""
+    return f"{tag(partition)}a:{realm} {root_id}"
+
+
 def realm_policy(realm: str) -> str:
     """A realm's session policy; written to every shard."""
     return f"{PREFIX}policy:{realm}"
+
+
+def realm_markers(realm: str) -> str:
+    """A realm's removal markers (field "" = the realm, else a client id -> epoch s); every shard."""
+    return f"{PREFIX}markers:{realm}"
 
 
 def partition_of(key: str) -> int:

@@ -5,20 +5,32 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 
 from session_store.errors import ShardUnavailableError, UnavailableError
 from session_store.model.limits import MAX_CLIENT_SESSIONS, MAX_NOTES
-from session_store.model.policy import ClientPolicy, EffectivePolicy, RealmPolicy, effective_policy
+from session_store.model.policy import (
+    BruteForcePolicy,
+    BruteForceStrategy,
+    ClientPolicy,
+    EffectivePolicy,
+    RealmPolicy,
+    effective_policy,
+)
 from session_store.storage import keys
 from session_store.storage.router import Router
 
 DEFAULT_POLICY_REFRESH_SECONDS = 1.0
 
 
-def policy_args(policy: EffectivePolicy) -> tuple[str, ...]:
-    """Script ARGV 2..16 for a policy (see the header of scripts/_prelude.lua)."""
-    overrides = {
+REALM_MARKER = ""
+"""The marker field of a whole realm's removal (no client id can be empty)."""
+
+
+def policy_args(policy: EffectivePolicy, markers: Mapping[str, int] | None = None) -> tuple[str, ...]:
+    """Script ARGV 2..16 for a policy and the realm's removal markers (see scripts/_prelude.lua)."""
+    overrides: dict[str, list[int]] = {
         client: [
             c.session_idle_timeout,
             c.session_max_lifespan,
@@ -28,6 +40,11 @@ def policy_args(policy: EffectivePolicy) -> tuple[str, ...]:
         for client, c in policy.clients.items()
         if any(getattr(c, f.name) for f in fields(c))
     }
+    for name, not_before in (markers or {}).items():
+        if name == REALM_MARKER:
+            overrides[name] = [not_before]
+        else:
+            overrides.setdefault(name, [0, 0, 0, 0]).append(not_before)
     return (
         str(policy.idle),
         str(policy.lifespan),
@@ -49,12 +66,13 @@ def policy_args(policy: EffectivePolicy) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class CachedPolicy:
-    """A realm's policy with what the scripts need precomputed."""
+    """A realm's policy and removal markers, with what the scripts need precomputed."""
 
     policy: RealmPolicy
     effective: EffectivePolicy
     args: tuple[str, ...]
     version: int
+    markers: Mapping[str, int] = field(default_factory=dict)
 
 
 def _encode(policy: RealmPolicy, version: int) -> str:
@@ -68,12 +86,15 @@ def _decode(text: str) -> tuple[RealmPolicy, int]:
     data = json.loads(text)
     version = int(data.pop("version"))
     clients = {k: ClientPolicy(**v) for k, v in data.pop("clients").items()}
-    return RealmPolicy(**data, clients=clients), version
+    brute = data.pop("brute_force", None) or {}
+    brute["strategy"] = BruteForceStrategy(brute.get("strategy", 0))
+    return RealmPolicy(**data, clients=clients, brute_force=BruteForcePolicy(**brute)), version
 
 
-def _cached(policy: RealmPolicy, version: int) -> CachedPolicy:
+def _cached(policy: RealmPolicy, version: int, markers: Mapping[str, int] | None = None) -> CachedPolicy:
     effective = effective_policy(policy)
-    return CachedPolicy(policy, effective, policy_args(effective), version)
+    markers = dict(markers or {})
+    return CachedPolicy(policy, effective, policy_args(effective, markers), version, markers)
 
 
 class PolicyStore:
@@ -115,25 +136,29 @@ class PolicyStore:
             return cached
 
     async def _read(self, realm: str) -> CachedPolicy:
-        key = keys.realm_policy(realm)
+        commands = [("GET", keys.realm_policy(realm)), ("HGETALL", keys.realm_markers(realm))]
         results = await asyncio.gather(
-            *(s.command("GET", key) for s in self._router.shards.values()), return_exceptions=True
+            *(s.pipeline(commands) for s in self._router.shards.values()), return_exceptions=True
         )
         best: tuple[RealmPolicy, int] | None = None
+        markers: dict[str, int] = {}
         answered = False
         for result in results:
             if isinstance(result, BaseException):
                 continue
             answered = True
-            if result is not None:
-                decoded = _decode(result)
+            text, flat = result
+            if text is not None:
+                decoded = _decode(text)
                 if best is None or decoded[1] > best[1]:
                     best = decoded
+            for i in range(0, len(flat), 2):  # a shard that missed a marker write cannot lower it
+                markers[flat[i]] = max(markers.get(flat[i], 0), int(flat[i + 1]))
         if not answered:
             raise ShardUnavailableError("no shard answered to read the realm policy")
         if best is None:
-            return _cached(RealmPolicy(realm=realm), 0)
-        return _cached(*best)
+            return _cached(RealmPolicy(realm=realm), 0, markers)
+        return _cached(*best, markers)
 
     async def set(self, policy: RealmPolicy) -> CachedPolicy:
         """Store a policy on every shard and cache it here.
@@ -150,10 +175,31 @@ class PolicyStore:
             return_exceptions=True,
         )
         failed = [r for r in results if isinstance(r, BaseException)]
-        cached = _cached(policy, version)
+        cached = _cached(policy, version, previous.markers)
         self._cache[policy.realm] = (time.monotonic(), cached)
         if failed:
             raise ShardUnavailableError(
                 f"realm policy written to {len(results) - len(failed)} of {len(results)} shards; retry"
             )
         return cached
+
+    async def mark_removed(self, realm: str, client_id: str, not_before: int) -> CachedPolicy:
+        """Record on every shard that sessions (of `client_id`, or all with "") started before
+        `not_before` (epoch s) are removed; markers only ever move forward.
+
+        Raises:
+            ShardUnavailableError: a shard could not be written (nothing is removed then; retry).
+        """
+        key = keys.realm_markers(realm)
+        field_name = client_id or REALM_MARKER
+        results = await asyncio.gather(
+            *(
+                s.call("raise_removal_marker", [key], ["", field_name, str(not_before)])
+                for s in self._router.shards.values()
+            ),
+            return_exceptions=True,
+        )
+        if any(isinstance(r, BaseException) for r in results):
+            raise ShardUnavailableError("the removal marker could not be written to every shard; retry")
+        self._cache.pop(realm, None)
+        return await self.get(realm)

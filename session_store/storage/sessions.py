@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import structlog
+
 from session_store.errors import (
+    InvalidArgumentError,
     PreconditionFailedError,
+    RefreshTokenReuseError,
     SessionExistsError,
     SessionNotFoundError,
     SessionStoreError,
+    StaleRefreshTokenError,
     UnavailableError,
 )
 from session_store.model.clock import Clock
@@ -28,11 +35,15 @@ from session_store.model.ids import (
     mint_session_id,
     user_partition,
 )
+from session_store.model.limits import MAX_REFRESH_TOKEN_CHAINS
 from session_store.model.policy import NO_EXPIRY
 from session_store.model.session import (
     ClientSession,
     NewClientSession,
     NewUserSession,
+    RefreshToken,
+    RefreshTokenUse,
+    SessionLimits,
     UserSession,
     UserSessionState,
 )
@@ -45,6 +56,23 @@ HINT_SLACK_MS = 24 * 3600 * 1000
 """How long hints and pointers outlive the longest life their session could have had at write."""
 MAX_STALE_RETRIES = 8
 """How often a multi-session script is retried when the user's index changed under it."""
+MAX_LIMIT_ATTEMPTS = 400
+"""Script calls a create or attach with session limits may make while the user's index keeps changing
+under it (each concurrent login of the same user changes it once). Generous on purpose: 100
+simultaneous logins of one user need far fewer (see tests/integration/test_session_limits.py)."""
+LIMIT_BACKOFF_SECONDS = 0.001
+"""Base of the jittered back-off between two stale attempts of a limited create or attach."""
+LIMIT_BACKOFF_CAP_SECONDS = 0.05
+"""Longest single back-off between two stale attempts."""
+STARTUP_TIME_S = 0
+"""Keycloak's getStartupTime for the stale-token rule (§3 step 1): chain records written before it
+never flag a token stale. Keycloak distrusts records that outlived a restart of its cache; ours are
+written atomically by this store and survive restarts, so no record predates a store that can read
+it, except after a partition moves onto a shard added later, where a per-shard creation epoch would
+wrongly switch the check off. So every record is trusted: 0, and startupTime <= last always holds.
+The script takes it as an argument, so a persisted epoch would need no script change."""
+
+log = structlog.get_logger(__name__)
 
 
 def _flat_map(flat: Sequence[str]) -> dict[str, str]:
@@ -99,6 +127,31 @@ def _decode_session(reply: Sequence[Any], *, offline: bool) -> UserSession:
         client_sessions=clients,
         expires_at_ms=int(deadline),
     )
+
+
+def _limit_backoff(attempt: int) -> float:
+    """Full-jitter exponential back-off for the `attempt`-th stale reply in a row (1-based)."""
+    ceiling = min(LIMIT_BACKOFF_CAP_SECONDS, LIMIT_BACKOFF_SECONDS * 2 ** min(attempt, 16))
+    return random.uniform(0, ceiling)  # noqa: S311 - jitter, not security
+
+
+def _limit_args(limits: SessionLimits | None) -> list[str]:
+    """ARGV of the create script's limits: realm limit, client limit, client id, behaviour."""
+    if limits is None or not limits.enabled:
+        return ["0", "0", "", "0"]
+    return [
+        str(limits.realm_limit),
+        str(limits.client_limit),
+        limits.client_id,
+        str(int(limits.behavior)),
+    ]
+
+
+def _counted_notes(notes: Mapping[str, str]) -> list[str]:
+    args = [str(len(notes))]
+    for name, value in notes.items():
+        args += [name, value]
+    return args
 
 
 def _note_args(set_notes: Mapping[str, str], remove_notes: Sequence[str]) -> list[str]:
@@ -158,14 +211,25 @@ class SessionRepository:
         score = "+inf" if expires_ms == NO_EXPIRY else str(expires_ms + HINT_SLACK_MS)
         await self._call(partition, "add_lookup_hint", [key], [self._clock.script_now(), member, score])
 
-    async def create_user_session(self, new: NewUserSession, session_id: str | None = None) -> UserSession:
+    async def create_user_session(
+        self, new: NewUserSession, session_id: str | None = None, limits: SessionLimits | None = None
+    ) -> UserSession:
         """Create an online user session, with a minted id or the caller's (route-stripped) id.
+
+        With `limits`, the user-session count limiter (Keycloak §4) is decided in the same script as
+        the create: the returned session's `evicted_session_ids` are the sessions it terminated.
+        Without limits (or with every limit 0) the create is one script call.
 
         Raises:
             SessionExistsError: the caller's id is taken.
             PreconditionFailedError: remember-me asked for in a realm that does not allow it.
-            UnavailableError: the shard of the user (or of the id's pointer) is unavailable.
+            SessionLimitExceededError: a limit is reached and the behaviour denies new sessions.
+            InvalidArgumentError: a client limit without its client id.
+            UnavailableError: the shard of the user (or of the id's pointer) is unavailable, or the
+                user's sessions kept changing for MAX_LIMIT_ATTEMPTS calls.
         """
+        if limits is not None and limits.client_limit > 0 and not limits.client_id:
+            raise InvalidArgumentError("limits.client_id is required with a client limit")
         cached = await self._policies.get(new.realm)
         if new.remember_me and not cached.effective.remember_me_allowed:
             raise PreconditionFailedError(f"realm {new.realm!r} does not allow remember-me")
@@ -214,19 +278,19 @@ class SessionRepository:
                 new.broker_session_id,
                 new.broker_user_id,
                 str(int(new.state)),
+                *_limit_args(limits),
+                *_counted_notes(new.notes),
             ]
-            for name, value in new.notes.items():
-                args += [name, value]
-            reply = await self._call(
-                partition,
-                "create_user_session",
-                [
-                    keys.session(partition, sid, offline=False),
-                    keys.user_index(partition, new.realm, new.user_id, offline=False),
-                    keys.realm_index(partition, new.realm, offline=False),
-                ],
-                args,
-            )
+            base_keys = [
+                keys.session(partition, sid, offline=False),
+                keys.user_index(partition, new.realm, new.user_id, offline=False),
+                keys.realm_index(partition, new.realm, offline=False),
+            ]
+            if limits is not None and limits.enabled:
+                limited_keys = [*base_keys, keys.client_index(partition, new.realm, offline=False)]
+                reply = await self._limited(partition, "create_user_session", limited_keys, args, [])
+            else:
+                reply = await self._call(partition, "create_user_session", base_keys, args)
         except SessionExistsError:
             # The id's session is in `partition` already (a concurrent create of the same user's id
             # that found our pointer in place won): the pointer is that session's, keep it.
@@ -235,7 +299,41 @@ class SessionRepository:
             if claimed:
                 await self._release(home, sid, partition)
             raise
-        return _decode_session(reply, offline=False)
+        session = _decode_session(reply[1], offline=False)
+        return dataclasses.replace(session, evicted_session_ids=tuple(reply[2]))
+
+    async def _limited(
+        self, partition: int, script: str, keys_: Sequence[str], args: Sequence[str], ids: Sequence[str]
+    ) -> Any:
+        """Call a create or attach script with limits until the user's index stops changing under it.
+
+        The script needs every session of the user in KEYS; it answers {"stale", ids...} without
+        writing while the index holds an id that was not passed. Each concurrent login of the user
+        changes the index once, so under contention the attempts back off with jitter.
+
+        Raises:
+            UnavailableError: the index kept changing for MAX_LIMIT_ATTEMPTS calls.
+        """
+        ids = list(ids)
+        attempt = 0
+        try:
+            for attempt in range(1, MAX_LIMIT_ATTEMPTS + 1):
+                reply = await self._call(
+                    partition,
+                    script,
+                    [*keys_, *(keys.session(partition, i, offline=False) for i in ids)],
+                    [*args, *ids],
+                )
+                if reply[0] != "stale":
+                    return reply
+                ids = list(reply[1:])
+                if attempt > 1:  # the first stale reply only tells a caller the ids it could not know
+                    await asyncio.sleep(_limit_backoff(attempt - 1))
+        finally:
+            # Calls this limited create or attach made, whatever its outcome (tests measure contention).
+            log.debug("session_limits_attempts", script=script, attempts=attempt)
+        log.warning("session_limits_contended", script=script, attempts=MAX_LIMIT_ATTEMPTS)
+        raise UnavailableError("the user's sessions kept changing; retry")
 
     async def _release(self, home: int, sid: str, partition: int) -> None:
         with contextlib.suppress(SessionStoreError):  # else the pointer expires by itself
@@ -330,26 +428,142 @@ class SessionRepository:
         return int(reply[0]) == 1
 
     async def attach_client_session(
-        self, realm: str, session_id: str, new: NewClientSession, *, offline: bool
+        self,
+        realm: str,
+        session_id: str,
+        new: NewClientSession,
+        *,
+        offline: bool,
+        limits: SessionLimits | None = None,
     ) -> ClientSession:
         """Create or replace the client session of `new.client_id`.
+
+        With `limits` whose client limit is on, and only when the session has no live client session
+        for the client yet, the user-session count limiter's client limit (Keycloak §4, a new client
+        login into an existing SSO session) is applied to the user's other online sessions in the
+        same script: the returned client session's `evicted_session_ids` are the sessions it
+        terminated. That path first reads the session to learn its user (its script needs the user's
+        index in KEYS), so it costs two or three calls; without limits an attach is one call.
 
         Raises:
             SessionNotFoundError: the user session is missing or expired.
             LimitExceededError: the session holds the most client sessions allowed.
+            SessionLimitExceededError: the client limit is reached and the behaviour denies.
+            InvalidArgumentError: limits on an offline session (the limiter counts online sessions).
+            UnavailableError: the user's sessions kept changing for MAX_LIMIT_ATTEMPTS calls.
         """
-        args = ["1" if offline else "0", new.client_id, new.redirect_uri, new.action, new.protocol]
-        for name, value in new.notes.items():
-            args += [name, value]
+        head = ["1" if offline else "0", new.client_id, new.redirect_uri, new.action, new.protocol]
+        notes = _counted_notes(new.notes)
+        if limits is not None and limits.client_limit > 0:
+            if offline:
+                raise InvalidArgumentError("session limits apply to online sessions only")
+            return await self._attach_limited(realm, session_id, head, notes, limits)
         _, reply = await self._by_id(
             "attach_client_session",
             realm,
             session_id,
             offline=offline,
             extra_keys=lambda p: [keys.client_index(p, realm, offline=offline)],
-            args=args,
+            args=[*head, "", "0", "0", *notes],
         )
-        return _decode_client(reply[0], reply[1], int(reply[2]), session_id, offline=offline)
+        return _decode_client(reply[1], reply[2], int(reply[3]), session_id, offline=offline)
+
+    async def _attach_limited(
+        self,
+        realm: str,
+        session_id: str,
+        head: Sequence[str],
+        notes: Sequence[str],
+        limits: SessionLimits,
+    ) -> ClientSession:
+        """An attach under the client limit: read the session for its user, then attach with limits."""
+        cached = await self._policies.get(realm)
+        limit_args = [str(limits.client_limit), str(int(limits.behavior))]
+        for _ in range(MAX_STALE_RETRIES):
+            partition, reply = await self._by_id(
+                "get_user_session", realm, session_id, offline=False, extra_keys=lambda p: [], args=["0"]
+            )
+            user_id = _decode_session(reply, offline=False).user_id
+            try:
+                reply = await self._limited(
+                    partition,
+                    "attach_client_session",
+                    [
+                        keys.session(partition, session_id, offline=False),
+                        keys.pointer(partition, session_id),
+                        keys.client_index(partition, realm, offline=False),
+                        keys.user_index(partition, realm, user_id, offline=False),
+                        keys.realm_index(partition, realm, offline=False),
+                    ],
+                    [*self._header(cached), realm, str(partition), *head, user_id, *limit_args, *notes],
+                    [session_id],
+                )
+            except (StaleHintError, RedirectError):
+                continue  # the id now names another user's session, or it moved: read it again
+            client = _decode_client(reply[1], reply[2], int(reply[3]), session_id, offline=False)
+            return dataclasses.replace(client, evicted_session_ids=tuple(reply[4]))
+        raise UnavailableError("the session kept changing; retry")
+
+    async def use_refresh_token(
+        self,
+        realm: str,
+        session_id: str,
+        token: RefreshToken,
+        *,
+        offline: bool,
+        new_issued_at: int = 0,
+        introspect: bool = False,
+    ) -> RefreshTokenUse:
+        """Check, and record, one use of a refresh token on its client session (Keycloak §3).
+
+        One script: the user and client session must be alive, the token must not be issued before
+        either started, and with the realm's revoke_refresh_token on, the chain's rotation rules hold
+        (a token may be used refresh_token_max_reuse + 1 times; an older token of a chain whose newer
+        token was used is stale). A refresh then counts the use and moves the client session's
+        timestamp and the session's lastSessionRefresh to `new_issued_at` (0 = now), like a touch.
+        Introspection checks without writing anything.
+
+        Raises:
+            SessionNotFoundError: the user or client session is missing or dead.
+            StaleRefreshTokenError: the token is older than its session, client session or chain's
+                newest use. A refresh rejected by rotation detached the client session.
+            RefreshTokenReuseError: the token was used too often; a refresh detached the client session.
+        """
+        cached = await self._policies.get(realm)
+        policy = cached.policy
+        _, reply = await self._by_id(
+            "use_refresh_token",
+            realm,
+            session_id,
+            offline=offline,
+            extra_keys=lambda p: [
+                keys.realm_index(p, realm, offline=offline),
+                keys.client_index(p, realm, offline=offline),
+            ],
+            args=[
+                "1" if offline else "0",
+                token.client_id,
+                token.token_id,
+                token.reuse_id,
+                str(token.issued_at),
+                str(new_issued_at),
+                "1" if introspect else "0",
+                "1" if policy.revoke_refresh_token else "0",
+                str(policy.refresh_token_max_reuse),
+                str(STARTUP_TIME_S),
+                str(MAX_REFRESH_TOKEN_CHAINS),
+            ],
+        )
+        if reply[0] == "rejected":
+            if reply[1] == "stale":
+                raise StaleRefreshTokenError(
+                    "a newer refresh token of this chain was used; the client session was detached"
+                )
+            raise RefreshTokenReuseError(
+                "the refresh token was used more often than allowed; the client session was detached"
+            )
+        client = _decode_client(reply[2], reply[3], int(reply[4]), session_id, offline=offline)
+        return RefreshTokenUse(use_count=int(reply[1]), client_session=client)
 
     async def get_client_session(
         self, realm: str, session_id: str, client_id: str, *, offline: bool

@@ -51,6 +51,40 @@ USER_SESSION_STATE_LOGGED_OUT: UserSessionState.ValueType  # 3
 USER_SESSION_STATE_LOGGED_OUT_UNCONFIRMED: UserSessionState.ValueType  # 4
 Global___UserSessionState: _TypeAlias = UserSessionState  # noqa: Y015
 
+class _LimitBehavior:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LimitBehaviorEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LimitBehavior.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIMIT_BEHAVIOR_DENY_NEW_SESSION: _LimitBehavior.ValueType  # 0
+    """Keycloak's default: refuse the new session (RESOURCE_EXHAUSTED, reason SESSION_LIMIT_EXCEEDED)."""
+    LIMIT_BEHAVIOR_TERMINATE_OLDEST_SESSION: _LimitBehavior.ValueType  # 1
+    """Log out the oldest sessions (ascending lastSessionRefresh) to make room."""
+
+class LimitBehavior(_LimitBehavior, metaclass=_LimitBehaviorEnumTypeWrapper): ...
+
+LIMIT_BEHAVIOR_DENY_NEW_SESSION: LimitBehavior.ValueType  # 0
+"""Keycloak's default: refuse the new session (RESOURCE_EXHAUSTED, reason SESSION_LIMIT_EXCEEDED)."""
+LIMIT_BEHAVIOR_TERMINATE_OLDEST_SESSION: LimitBehavior.ValueType  # 1
+"""Log out the oldest sessions (ascending lastSessionRefresh) to make room."""
+Global___LimitBehavior: _TypeAlias = LimitBehavior  # noqa: Y015
+
+class _BruteForceStrategy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BruteForceStrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BruteForceStrategy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BRUTE_FORCE_STRATEGY_MULTIPLE: _BruteForceStrategy.ValueType  # 0
+    BRUTE_FORCE_STRATEGY_LINEAR: _BruteForceStrategy.ValueType  # 1
+
+class BruteForceStrategy(_BruteForceStrategy, metaclass=_BruteForceStrategyEnumTypeWrapper): ...
+
+BRUTE_FORCE_STRATEGY_MULTIPLE: BruteForceStrategy.ValueType  # 0
+BRUTE_FORCE_STRATEGY_LINEAR: BruteForceStrategy.ValueType  # 1
+Global___BruteForceStrategy: _TypeAlias = BruteForceStrategy  # noqa: Y015
+
 @_typing.final
 class UserSession(_message.Message):
     """A user session as stored, with its live client sessions."""
@@ -114,6 +148,7 @@ class UserSession(_message.Message):
     NOTES_FIELD_NUMBER: _builtins.int
     CLIENT_SESSIONS_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_MS_FIELD_NUMBER: _builtins.int
+    EVICTED_SESSION_IDS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     realm: _builtins.str
     user_id: _builtins.str
@@ -137,6 +172,12 @@ class UserSession(_message.Message):
     def client_sessions(self) -> _containers.MessageMap[_builtins.str, Global___ClientSession]:
         """Live client sessions, keyed by client id."""
 
+    @_builtins.property
+    def evicted_session_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Set only by a create or attach with limits that terminated older sessions (back-channel logout
+        is then the caller's job).
+        """
+
     def __init__(
         self,
         *,
@@ -156,14 +197,48 @@ class UserSession(_message.Message):
         notes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         client_sessions: _abc.Mapping[_builtins.str, Global___ClientSession] | None = ...,
         expires_at_ms: _builtins.int = ...,
+        evicted_session_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_method", b"auth_method", "broker_session_id", b"broker_session_id", "broker_user_id", b"broker_user_id", "client_sessions", b"client_sessions", "expires_at_ms", b"expires_at_ms", "id", b"id", "ip_address", b"ip_address", "last_session_refresh", b"last_session_refresh", "login_username", b"login_username", "notes", b"notes", "offline", b"offline", "realm", b"realm", "remember_me", b"remember_me", "started", b"started", "state", b"state", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_method", b"auth_method", "broker_session_id", b"broker_session_id", "broker_user_id", b"broker_user_id", "client_sessions", b"client_sessions", "evicted_session_ids", b"evicted_session_ids", "expires_at_ms", b"expires_at_ms", "id", b"id", "ip_address", b"ip_address", "last_session_refresh", b"last_session_refresh", "login_username", b"login_username", "notes", b"notes", "offline", b"offline", "realm", b"realm", "remember_me", b"remember_me", "started", b"started", "state", b"state", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UserSession: _TypeAlias = UserSession  # noqa: Y015
+
+@_typing.final
+class SessionLimits(_message.Message):
+    """Keycloak's user-session count limiter (§4), decided inside the create or attach script."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REALM_LIMIT_FIELD_NUMBER: _builtins.int
+    CLIENT_LIMIT_FIELD_NUMBER: _builtins.int
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    BEHAVIOR_FIELD_NUMBER: _builtins.int
+    realm_limit: _builtins.int
+    """Live online sessions of the user in the realm; 0 = no limit."""
+    client_limit: _builtins.int
+    """Live online sessions of the user that have a client session for client_id; 0 = no limit."""
+    client_id: _builtins.str
+    """The client of the login (for create: the client whose limit applies)."""
+    behavior: Global___LimitBehavior.ValueType
+    def __init__(
+        self,
+        *,
+        realm_limit: _builtins.int = ...,
+        client_limit: _builtins.int = ...,
+        client_id: _builtins.str = ...,
+        behavior: Global___LimitBehavior.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["behavior", b"behavior", "client_id", b"client_id", "client_limit", b"client_limit", "realm_limit", b"realm_limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionLimits: _TypeAlias = SessionLimits  # noqa: Y015
 
 @_typing.final
 class ClientSession(_message.Message):
@@ -202,6 +277,7 @@ class ClientSession(_message.Message):
     EXPIRES_AT_MS_FIELD_NUMBER: _builtins.int
     USER_SESSION_ID_FIELD_NUMBER: _builtins.int
     OFFLINE_FIELD_NUMBER: _builtins.int
+    EVICTED_SESSION_IDS_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     redirect_uri: _builtins.str
     action: _builtins.str
@@ -219,6 +295,12 @@ class ClientSession(_message.Message):
     offline: _builtins.bool
     @_builtins.property
     def notes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def evicted_session_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Set only by an attach with limits that terminated other sessions of the user (back-channel
+        logout is then the caller's job).
+        """
+
     def __init__(
         self,
         *,
@@ -233,10 +315,11 @@ class ClientSession(_message.Message):
         expires_at_ms: _builtins.int = ...,
         user_session_id: _builtins.str = ...,
         offline: _builtins.bool = ...,
+        evicted_session_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "client_id", b"client_id", "expires_at_ms", b"expires_at_ms", "notes", b"notes", "offline", b"offline", "protocol", b"protocol", "redirect_uri", b"redirect_uri", "started", b"started", "timestamp", b"timestamp", "user_session_id", b"user_session_id", "user_session_started", b"user_session_started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "client_id", b"client_id", "evicted_session_ids", b"evicted_session_ids", "expires_at_ms", b"expires_at_ms", "notes", b"notes", "offline", b"offline", "protocol", b"protocol", "redirect_uri", b"redirect_uri", "started", b"started", "timestamp", b"timestamp", "user_session_id", b"user_session_id", "user_session_started", b"user_session_started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -277,6 +360,7 @@ class CreateUserSessionRequest(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     realm: _builtins.str
     user_id: _builtins.str
     login_username: _builtins.str
@@ -290,6 +374,8 @@ class CreateUserSessionRequest(_message.Message):
     """Empty: the service mints an id. Otherwise the caller's id (e.g. the authentication session id)."""
     @_builtins.property
     def notes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def limits(self) -> Global___SessionLimits: ...
     def __init__(
         self,
         *,
@@ -304,10 +390,11 @@ class CreateUserSessionRequest(_message.Message):
         state: Global___UserSessionState.ValueType = ...,
         notes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         session_id: _builtins.str = ...,
+        limits: Global___SessionLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_method", b"auth_method", "broker_session_id", b"broker_session_id", "broker_user_id", b"broker_user_id", "ip_address", b"ip_address", "login_username", b"login_username", "notes", b"notes", "realm", b"realm", "remember_me", b"remember_me", "session_id", b"session_id", "state", b"state", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_method", b"auth_method", "broker_session_id", b"broker_session_id", "broker_user_id", b"broker_user_id", "ip_address", b"ip_address", "limits", b"limits", "login_username", b"login_username", "notes", b"notes", "realm", b"realm", "remember_me", b"remember_me", "session_id", b"session_id", "state", b"state", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -509,6 +596,7 @@ class AttachClientSessionRequest(_message.Message):
     ACTION_FIELD_NUMBER: _builtins.int
     PROTOCOL_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     realm: _builtins.str
     session_id: _builtins.str
     offline: _builtins.bool
@@ -518,6 +606,10 @@ class AttachClientSessionRequest(_message.Message):
     protocol: _builtins.str
     @_builtins.property
     def notes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def limits(self) -> Global___SessionLimits:
+        """Applied only when the session has no client session for this client yet (a new client login)."""
+
     def __init__(
         self,
         *,
@@ -529,10 +621,11 @@ class AttachClientSessionRequest(_message.Message):
         action: _builtins.str = ...,
         protocol: _builtins.str = ...,
         notes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        limits: Global___SessionLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "client_id", b"client_id", "notes", b"notes", "offline", b"offline", "protocol", b"protocol", "realm", b"realm", "redirect_uri", b"redirect_uri", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "client_id", b"client_id", "limits", b"limits", "notes", b"notes", "offline", b"offline", "protocol", b"protocol", "realm", b"realm", "redirect_uri", b"redirect_uri", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -941,6 +1034,143 @@ class FindUserSessionsByBrokerUserIdRequest(_message.Message):
 Global___FindUserSessionsByBrokerUserIdRequest: _TypeAlias = FindUserSessionsByBrokerUserIdRequest  # noqa: Y015
 
 @_typing.final
+class UseRefreshTokenRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REALM_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    OFFLINE_FIELD_NUMBER: _builtins.int
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    REUSE_ID_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    NEW_ISSUED_AT_FIELD_NUMBER: _builtins.int
+    INTROSPECT_FIELD_NUMBER: _builtins.int
+    realm: _builtins.str
+    session_id: _builtins.str
+    offline: _builtins.bool
+    client_id: _builtins.str
+    """The token's azp."""
+    token_id: _builtins.str
+    """The presented token's id (jti)."""
+    reuse_id: _builtins.str
+    """The chain id (the token's reuse_id claim; empty for tokens issued before rotation was on)."""
+    issued_at: _builtins.int
+    """The presented token's iat, epoch seconds."""
+    new_issued_at: _builtins.int
+    """The iat of the token this refresh will issue, epoch seconds (0 = now). Ignored when introspecting."""
+    introspect: _builtins.bool
+    """Introspection: check without recording a use (Keycloak validateTokenReuseForIntrospection)."""
+    def __init__(
+        self,
+        *,
+        realm: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        offline: _builtins.bool = ...,
+        client_id: _builtins.str = ...,
+        token_id: _builtins.str = ...,
+        reuse_id: _builtins.str = ...,
+        issued_at: _builtins.int = ...,
+        new_issued_at: _builtins.int = ...,
+        introspect: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "introspect", b"introspect", "issued_at", b"issued_at", "new_issued_at", b"new_issued_at", "offline", b"offline", "realm", b"realm", "reuse_id", b"reuse_id", "session_id", b"session_id", "token_id", b"token_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UseRefreshTokenRequest: _TypeAlias = UseRefreshTokenRequest  # noqa: Y015
+
+@_typing.final
+class UseRefreshTokenResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USE_COUNT_FIELD_NUMBER: _builtins.int
+    CLIENT_SESSION_FIELD_NUMBER: _builtins.int
+    use_count: _builtins.int
+    """Uses of this token so far, this one included."""
+    @_builtins.property
+    def client_session(self) -> Global___ClientSession:
+        """The refreshed client session (timestamp = new_issued_at)."""
+
+    def __init__(
+        self,
+        *,
+        use_count: _builtins.int = ...,
+        client_session: Global___ClientSession | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["client_session", b"client_session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_session", b"client_session", "use_count", b"use_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UseRefreshTokenResponse: _TypeAlias = UseRefreshTokenResponse  # noqa: Y015
+
+@_typing.final
+class RemoveSessionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REALM_FIELD_NUMBER: _builtins.int
+    ALL_FIELD_NUMBER: _builtins.int
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    EXPIRED_FIELD_NUMBER: _builtins.int
+    BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    realm: _builtins.str
+    all: _builtins.bool
+    """Every session of the realm, online and offline (Keycloak removeUserSessions(realm))."""
+    client_id: _builtins.str
+    """Every client session of this client, online and offline (Keycloak onClientRemoved)."""
+    expired: _builtins.bool
+    """Only dead sessions whose keys Redis has not dropped yet, and their index entries."""
+    batch_size: _builtins.int
+    """Sessions per script call (default 500, at most 5000)."""
+    def __init__(
+        self,
+        *,
+        realm: _builtins.str = ...,
+        all: _builtins.bool = ...,
+        client_id: _builtins.str = ...,
+        expired: _builtins.bool = ...,
+        batch_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "client_id", b"client_id", "expired", b"expired", "scope", b"scope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "batch_size", b"batch_size", "client_id", b"client_id", "expired", b"expired", "realm", b"realm", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_scope: _TypeAlias = _typing.Literal["all", "client_id", "expired"]  # noqa: Y015
+    _WhichOneofArgType_scope: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_scope) -> _WhichOneofReturnType_scope | None: ...
+
+Global___RemoveSessionsRequest: _TypeAlias = RemoveSessionsRequest  # noqa: Y015
+
+@_typing.final
+class RemoveSessionsProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMOVED_FIELD_NUMBER: _builtins.int
+    PARTITIONS_DONE_FIELD_NUMBER: _builtins.int
+    PARTITIONS_TOTAL_FIELD_NUMBER: _builtins.int
+    removed: _builtins.int
+    partitions_done: _builtins.int
+    partitions_total: _builtins.int
+    def __init__(
+        self,
+        *,
+        removed: _builtins.int = ...,
+        partitions_done: _builtins.int = ...,
+        partitions_total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partitions_done", b"partitions_done", "partitions_total", b"partitions_total", "removed", b"removed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveSessionsProgress: _TypeAlias = RemoveSessionsProgress  # noqa: Y015
+
+@_typing.final
 class CreateOfflineSessionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1040,6 +1270,13 @@ class RealmPolicy(_message.Message):
     CLIENT_OFFLINE_SESSION_IDLE_TIMEOUT_FIELD_NUMBER: _builtins.int
     CLIENT_OFFLINE_SESSION_MAX_LIFESPAN_FIELD_NUMBER: _builtins.int
     CLIENTS_FIELD_NUMBER: _builtins.int
+    ACCESS_CODE_LIFESPAN_FIELD_NUMBER: _builtins.int
+    ACCESS_CODE_LIFESPAN_USER_ACTION_FIELD_NUMBER: _builtins.int
+    ACCESS_CODE_LIFESPAN_LOGIN_FIELD_NUMBER: _builtins.int
+    AUTH_SESSIONS_LIMIT_FIELD_NUMBER: _builtins.int
+    REVOKE_REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
+    REFRESH_TOKEN_MAX_REUSE_FIELD_NUMBER: _builtins.int
+    BRUTE_FORCE_FIELD_NUMBER: _builtins.int
     realm: _builtins.str
     sso_session_idle_timeout: _builtins.int
     sso_session_max_lifespan: _builtins.int
@@ -1054,10 +1291,21 @@ class RealmPolicy(_message.Message):
     offline_session_max_lifespan: _builtins.int
     client_offline_session_idle_timeout: _builtins.int
     client_offline_session_max_lifespan: _builtins.int
+    access_code_lifespan: _builtins.int
+    """Authentication sessions: a root lives timestamp + max of these three (defaults 60, 300, 1800)."""
+    access_code_lifespan_user_action: _builtins.int
+    access_code_lifespan_login: _builtins.int
+    auth_sessions_limit: _builtins.int
+    """Tabs per root authentication session (0 = Keycloak's 300)."""
+    revoke_refresh_token: _builtins.bool
+    """Refresh-token rotation (§3)."""
+    refresh_token_max_reuse: _builtins.int
     @_builtins.property
     def clients(self) -> _containers.MessageMap[_builtins.str, Global___ClientPolicy]:
         """Client id -> overrides."""
 
+    @_builtins.property
+    def brute_force(self) -> Global___BruteForcePolicy: ...
     def __init__(
         self,
         *,
@@ -1075,14 +1323,72 @@ class RealmPolicy(_message.Message):
         client_offline_session_idle_timeout: _builtins.int = ...,
         client_offline_session_max_lifespan: _builtins.int = ...,
         clients: _abc.Mapping[_builtins.str, Global___ClientPolicy] | None = ...,
+        access_code_lifespan: _builtins.int = ...,
+        access_code_lifespan_user_action: _builtins.int = ...,
+        access_code_lifespan_login: _builtins.int = ...,
+        auth_sessions_limit: _builtins.int = ...,
+        revoke_refresh_token: _builtins.bool = ...,
+        refresh_token_max_reuse: _builtins.int = ...,
+        brute_force: Global___BruteForcePolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["brute_force", b"brute_force"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_offline_session_idle_timeout", b"client_offline_session_idle_timeout", "client_offline_session_max_lifespan", b"client_offline_session_max_lifespan", "client_session_idle_timeout", b"client_session_idle_timeout", "client_session_max_lifespan", b"client_session_max_lifespan", "clients", b"clients", "offline_session_idle_timeout", b"offline_session_idle_timeout", "offline_session_max_lifespan", b"offline_session_max_lifespan", "offline_session_max_lifespan_enabled", b"offline_session_max_lifespan_enabled", "realm", b"realm", "remember_me", b"remember_me", "sso_session_idle_timeout", b"sso_session_idle_timeout", "sso_session_idle_timeout_remember_me", b"sso_session_idle_timeout_remember_me", "sso_session_max_lifespan", b"sso_session_max_lifespan", "sso_session_max_lifespan_remember_me", b"sso_session_max_lifespan_remember_me"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_code_lifespan", b"access_code_lifespan", "access_code_lifespan_login", b"access_code_lifespan_login", "access_code_lifespan_user_action", b"access_code_lifespan_user_action", "auth_sessions_limit", b"auth_sessions_limit", "brute_force", b"brute_force", "client_offline_session_idle_timeout", b"client_offline_session_idle_timeout", "client_offline_session_max_lifespan", b"client_offline_session_max_lifespan", "client_session_idle_timeout", b"client_session_idle_timeout", "client_session_max_lifespan", b"client_session_max_lifespan", "clients", b"clients", "offline_session_idle_timeout", b"offline_session_idle_timeout", "offline_session_max_lifespan", b"offline_session_max_lifespan", "offline_session_max_lifespan_enabled", b"offline_session_max_lifespan_enabled", "realm", b"realm", "refresh_token_max_reuse", b"refresh_token_max_reuse", "remember_me", b"remember_me", "revoke_refresh_token", b"revoke_refresh_token", "sso_session_idle_timeout", b"sso_session_idle_timeout", "sso_session_idle_timeout_remember_me", b"sso_session_idle_timeout_remember_me", "sso_session_max_lifespan", b"sso_session_max_lifespan", "sso_session_max_lifespan_remember_me", b"sso_session_max_lifespan_remember_me"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RealmPolicy: _TypeAlias = RealmPolicy  # noqa: Y015
+
+@_typing.final
+class BruteForcePolicy(_message.Message):
+    """Keycloak's brute-force detection settings (§1.6); 0 = Keycloak's default where one exists."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    PERMANENT_LOCKOUT_FIELD_NUMBER: _builtins.int
+    MAX_TEMPORARY_LOCKOUTS_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    FAILURE_FACTOR_FIELD_NUMBER: _builtins.int
+    WAIT_INCREMENT_SECONDS_FIELD_NUMBER: _builtins.int
+    QUICK_LOGIN_CHECK_MILLISECONDS_FIELD_NUMBER: _builtins.int
+    MINIMUM_QUICK_LOGIN_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_FAILURE_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_DELTA_TIME_SECONDS_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    """Off: RecordLoginFailure still counts, but never locks."""
+    permanent_lockout: _builtins.bool
+    max_temporary_lockouts: _builtins.int
+    strategy: Global___BruteForceStrategy.ValueType
+    """Default MULTIPLE."""
+    failure_factor: _builtins.int
+    """Defaults: 30, 60, 1000, 60, 900, 43200."""
+    wait_increment_seconds: _builtins.int
+    quick_login_check_milliseconds: _builtins.int
+    minimum_quick_login_wait_seconds: _builtins.int
+    max_failure_wait_seconds: _builtins.int
+    max_delta_time_seconds: _builtins.int
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+        permanent_lockout: _builtins.bool = ...,
+        max_temporary_lockouts: _builtins.int = ...,
+        strategy: Global___BruteForceStrategy.ValueType = ...,
+        failure_factor: _builtins.int = ...,
+        wait_increment_seconds: _builtins.int = ...,
+        quick_login_check_milliseconds: _builtins.int = ...,
+        minimum_quick_login_wait_seconds: _builtins.int = ...,
+        max_failure_wait_seconds: _builtins.int = ...,
+        max_delta_time_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "failure_factor", b"failure_factor", "max_delta_time_seconds", b"max_delta_time_seconds", "max_failure_wait_seconds", b"max_failure_wait_seconds", "max_temporary_lockouts", b"max_temporary_lockouts", "minimum_quick_login_wait_seconds", b"minimum_quick_login_wait_seconds", "permanent_lockout", b"permanent_lockout", "quick_login_check_milliseconds", b"quick_login_check_milliseconds", "strategy", b"strategy", "wait_increment_seconds", b"wait_increment_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BruteForcePolicy: _TypeAlias = BruteForcePolicy  # noqa: Y015
 
 @_typing.final
 class SetRealmPolicyRequest(_message.Message):

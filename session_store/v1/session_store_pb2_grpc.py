@@ -115,6 +115,16 @@ class SessionStoreStub:
                 request_serializer=session__store_dot_v1_dot_session__store__pb2.CreateOfflineSessionRequest.SerializeToString,
                 response_deserializer=session__store_dot_v1_dot_session__store__pb2.UserSession.FromString,
                 _registered_method=True)
+        self.UseRefreshToken = channel.unary_unary(
+                '/session_store.v1.SessionStore/UseRefreshToken',
+                request_serializer=session__store_dot_v1_dot_session__store__pb2.UseRefreshTokenRequest.SerializeToString,
+                response_deserializer=session__store_dot_v1_dot_session__store__pb2.UseRefreshTokenResponse.FromString,
+                _registered_method=True)
+        self.RemoveSessions = channel.unary_stream(
+                '/session_store.v1.SessionStore/RemoveSessions',
+                request_serializer=session__store_dot_v1_dot_session__store__pb2.RemoveSessionsRequest.SerializeToString,
+                response_deserializer=session__store_dot_v1_dot_session__store__pb2.RemoveSessionsProgress.FromString,
+                _registered_method=True)
         self.SetRealmPolicy = channel.unary_unary(
                 '/session_store.v1.SessionStore/SetRealmPolicy',
                 request_serializer=session__store_dot_v1_dot_session__store__pb2.SetRealmPolicyRequest.SerializeToString,
@@ -246,6 +256,25 @@ class SessionStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UseRefreshToken(self, request, context):
+        """Refresh-token rotation (Keycloak §3): checks and records one use of a refresh token on a client
+        session in one atomic call. A stale or over-used token is FAILED_PRECONDITION (reasons
+        STALE_REFRESH_TOKEN, REFRESH_TOKEN_REUSE_EXCEEDED) and detaches the client session, as Keycloak
+        does. With the realm's revoke_refresh_token off every live token is accepted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveSessions(self, request, context):
+        """Removes sessions in bounded batches, streaming progress: every session of a realm, of a client
+        (its client sessions), or only the expired ones. A removed session is unreadable from the
+        moment the call starts, even before its batch runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetRealmPolicy(self, request, context):
         """Stores a realm's session policy; unset (zero) values fall back to Keycloak's defaults.
         """
@@ -342,6 +371,16 @@ def add_SessionStoreServicer_to_server(servicer, server):
                     servicer.CreateOfflineSession,
                     request_deserializer=session__store_dot_v1_dot_session__store__pb2.CreateOfflineSessionRequest.FromString,
                     response_serializer=session__store_dot_v1_dot_session__store__pb2.UserSession.SerializeToString,
+            ),
+            'UseRefreshToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.UseRefreshToken,
+                    request_deserializer=session__store_dot_v1_dot_session__store__pb2.UseRefreshTokenRequest.FromString,
+                    response_serializer=session__store_dot_v1_dot_session__store__pb2.UseRefreshTokenResponse.SerializeToString,
+            ),
+            'RemoveSessions': grpc.unary_stream_rpc_method_handler(
+                    servicer.RemoveSessions,
+                    request_deserializer=session__store_dot_v1_dot_session__store__pb2.RemoveSessionsRequest.FromString,
+                    response_serializer=session__store_dot_v1_dot_session__store__pb2.RemoveSessionsProgress.SerializeToString,
             ),
             'SetRealmPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.SetRealmPolicy,
@@ -787,6 +826,60 @@ class SessionStore:
             '/session_store.v1.SessionStore/CreateOfflineSession',
             session__store_dot_v1_dot_session__store__pb2.CreateOfflineSessionRequest.SerializeToString,
             session__store_dot_v1_dot_session__store__pb2.UserSession.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UseRefreshToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/session_store.v1.SessionStore/UseRefreshToken',
+            session__store_dot_v1_dot_session__store__pb2.UseRefreshTokenRequest.SerializeToString,
+            session__store_dot_v1_dot_session__store__pb2.UseRefreshTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/session_store.v1.SessionStore/RemoveSessions',
+            session__store_dot_v1_dot_session__store__pb2.RemoveSessionsRequest.SerializeToString,
+            session__store_dot_v1_dot_session__store__pb2.RemoveSessionsProgress.FromString,
             options,
             channel_credentials,
             insecure,

@@ -79,6 +79,17 @@ class SessionStoreStub:
     """Copies a live online session into an offline session with the same id, together with the named
     client sessions. When the offline session exists, refreshes it and adds the missing clients.
     """
+    UseRefreshToken: _grpc.UnaryUnaryMultiCallable[_session_store_pb2.UseRefreshTokenRequest, _session_store_pb2.UseRefreshTokenResponse]
+    """Refresh-token rotation (Keycloak §3): checks and records one use of a refresh token on a client
+    session in one atomic call. A stale or over-used token is FAILED_PRECONDITION (reasons
+    STALE_REFRESH_TOKEN, REFRESH_TOKEN_REUSE_EXCEEDED) and detaches the client session, as Keycloak
+    does. With the realm's revoke_refresh_token off every live token is accepted.
+    """
+    RemoveSessions: _grpc.UnaryStreamMultiCallable[_session_store_pb2.RemoveSessionsRequest, _session_store_pb2.RemoveSessionsProgress]
+    """Removes sessions in bounded batches, streaming progress: every session of a realm, of a client
+    (its client sessions), or only the expired ones. A removed session is unreadable from the
+    moment the call starts, even before its batch runs.
+    """
     SetRealmPolicy: _grpc.UnaryUnaryMultiCallable[_session_store_pb2.SetRealmPolicyRequest, _session_store_pb2.RealmPolicy]
     """Stores a realm's session policy; unset (zero) values fall back to Keycloak's defaults."""
     GetRealmPolicy: _grpc.UnaryUnaryMultiCallable[_session_store_pb2.GetRealmPolicyRequest, _session_store_pb2.RealmPolicy]
@@ -126,6 +137,17 @@ class SessionStoreAsyncStub(SessionStoreStub):
     CreateOfflineSession: _aio.UnaryUnaryMultiCallable[_session_store_pb2.CreateOfflineSessionRequest, _session_store_pb2.UserSession]  # type: ignore[assignment]
     """Copies a live online session into an offline session with the same id, together with the named
     client sessions. When the offline session exists, refreshes it and adds the missing clients.
+    """
+    UseRefreshToken: _aio.UnaryUnaryMultiCallable[_session_store_pb2.UseRefreshTokenRequest, _session_store_pb2.UseRefreshTokenResponse]  # type: ignore[assignment]
+    """Refresh-token rotation (Keycloak §3): checks and records one use of a refresh token on a client
+    session in one atomic call. A stale or over-used token is FAILED_PRECONDITION (reasons
+    STALE_REFRESH_TOKEN, REFRESH_TOKEN_REUSE_EXCEEDED) and detaches the client session, as Keycloak
+    does. With the realm's revoke_refresh_token off every live token is accepted.
+    """
+    RemoveSessions: _aio.UnaryStreamMultiCallable[_session_store_pb2.RemoveSessionsRequest, _session_store_pb2.RemoveSessionsProgress]  # type: ignore[assignment]
+    """Removes sessions in bounded batches, streaming progress: every session of a realm, of a client
+    (its client sessions), or only the expired ones. A removed session is unreadable from the
+    moment the call starts, even before its batch runs.
     """
     SetRealmPolicy: _aio.UnaryUnaryMultiCallable[_session_store_pb2.SetRealmPolicyRequest, _session_store_pb2.RealmPolicy]  # type: ignore[assignment]
     """Stores a realm's session policy; unset (zero) values fall back to Keycloak's defaults."""
@@ -267,6 +289,29 @@ class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_session_store_pb2.UserSession, _abc.Awaitable[_session_store_pb2.UserSession]]:
         """Copies a live online session into an offline session with the same id, together with the named
         client sessions. When the offline session exists, refreshes it and adds the missing clients.
+        """
+
+    @_abc_1.abstractmethod
+    def UseRefreshToken(
+        self,
+        request: _session_store_pb2.UseRefreshTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_store_pb2.UseRefreshTokenResponse, _abc.Awaitable[_session_store_pb2.UseRefreshTokenResponse]]:
+        """Refresh-token rotation (Keycloak §3): checks and records one use of a refresh token on a client
+        session in one atomic call. A stale or over-used token is FAILED_PRECONDITION (reasons
+        STALE_REFRESH_TOKEN, REFRESH_TOKEN_REUSE_EXCEEDED) and detaches the client session, as Keycloak
+        does. With the realm's revoke_refresh_token off every live token is accepted.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveSessions(
+        self,
+        request: _session_store_pb2.RemoveSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_session_store_pb2.RemoveSessionsProgress], _abc.AsyncIterator[_session_store_pb2.RemoveSessionsProgress]]:
+        """Removes sessions in bounded batches, streaming progress: every session of a realm, of a client
+        (its client sessions), or only the expired ones. A removed session is unreadable from the
+        moment the call starts, even before its batch runs.
         """
 
     @_abc_1.abstractmethod

@@ -11,9 +11,11 @@ from session_store import (
     AsyncSessionStoreClient,
     InvalidArgumentError,
     LimitExceededError,
+    RealmPolicy,
     SessionExistsError,
     SessionNotFoundError,
 )
+from session_store.api.convert import policy_to_proto
 from session_store.model.limits import MAX_ID_LENGTH, MAX_NOTE_VALUE_LENGTH, MAX_NOTES
 from session_store.server import SessionStoreServer
 from session_store.v1 import session_store_pb2 as pb
@@ -121,7 +123,8 @@ class TestPolicyValidation:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.SetRealmPolicy(pb.SetRealmPolicyRequest(policy=policy))
             assert grpc.StatusCode.INVALID_ARGUMENT == caught.value.code()
-            assert pb.RealmPolicy(realm="r") == await stub.GetRealmPolicy(pb.GetRealmPolicyRequest(realm="r"))
+            stored = await stub.GetRealmPolicy(pb.GetRealmPolicyRequest(realm="r"))
+            assert policy_to_proto(RealmPolicy(realm="r")) == stored
 
 
 class TestStatusDetails:

@@ -20,6 +20,8 @@ from session_store.model.policy import (
     ClientPolicy,
     Deadlines,
     RealmPolicy,
+    auth_session_lifespan,
+    auth_sessions_limit,
     client_session_deadlines,
     effective_policy,
     user_session_deadlines,
@@ -226,7 +228,9 @@ def client_cases(draw: st.DrawFn) -> ClientCase:
     )
 
 
-INT_FIELDS = [f.name for f in fields(RealmPolicy) if f.type == "int"]
+# Counts rather than timeouts have limits of their own (tested separately below).
+COUNT_FIELDS = ("auth_sessions_limit", "refresh_token_max_reuse")
+INT_FIELDS = [f.name for f in fields(RealmPolicy) if f.type == "int" and f.name not in COUNT_FIELDS]
 CLIENT_FIELDS = [f.name for f in fields(ClientPolicy)]
 
 
@@ -684,3 +688,19 @@ class TestRealmPolicyValidation:
         rebuilt = RealmPolicy(**{f.name: getattr(policy, f.name) for f in fields(RealmPolicy)})
 
         assert policy == rebuilt
+
+
+class TestCountLimits:
+    """Limits of the policy's count fields."""
+
+    def test_auth_sessions_limit_is_bounded(self) -> None:
+        """More than 10 000 tabs per root is refused; a non-positive limit means Keycloak's 300."""
+        with pytest.raises(InvalidArgumentError):
+            RealmPolicy(realm="r", auth_sessions_limit=10_001)
+        assert 300 == auth_sessions_limit(RealmPolicy(realm="r"))
+        assert 5 == auth_sessions_limit(RealmPolicy(realm="r", auth_sessions_limit=5))
+
+    def test_auth_session_lifespan_is_the_longest_access_code_lifespan(self) -> None:
+        """A root lives max(accessCodeLifespan, ...UserAction, ...Login): 1800 s by default."""
+        assert 1800 == auth_session_lifespan(RealmPolicy(realm="r"))
+        assert 4000 == auth_session_lifespan(RealmPolicy(realm="r", access_code_lifespan=4000))

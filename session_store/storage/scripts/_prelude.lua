@@ -6,10 +6,12 @@
 --   6  remember-me allowed (0/1)                   7  client idle (s, 0=unset) 8 client max (s, 0=unset)
 --   9  offline idle (s)    10 offline lifespan (s, -1 = none)               11 offline max enabled (0/1)
 --   12 client offline idle (s)                     13 client offline max (s)
---   14 per-client overrides: JSON {client: [idle, max, offline idle, offline max]} or ""
+--   14 per-client overrides and removal markers: JSON {client: [idle, max, offline idle, offline max,
+--      removed-before s], "": [realm removed-before s]} or ""
 --   15 max notes per session or client session     16 max client sessions per user session
 -- Errors (prefixes, mapped to exceptions in storage/_errors.py):
---   SS_NOT_FOUND, SS_EXISTS, SS_LIMIT, SS_REDIRECT <partition>, SS_STALE, SS_BAD_ARG
+--   SS_NOT_FOUND, SS_EXISTS, SS_LIMIT, SS_REDIRECT <partition>, SS_STALE, SS_BAD_ARG,
+--   SS_SESSION_LIMIT, SS_RT_STALE, SS_RT_REUSE
 local HDR = 16
 
 -- Raise one of our error replies. Scripts check everything before their first write: Redis does not
@@ -34,6 +36,10 @@ local function policy()
     max_notes = tonumber(ARGV[15]), max_clients = tonumber(ARGV[16]),
   }
   if ARGV[14] ~= '' then p.clients = cjson.decode(ARGV[14]) else p.clients = {} end
+  -- The entry of the empty client id (no client can have it) is the realm's removal marker: sessions
+  -- started before it were removed in bulk (RemoveSessions) and are dead before their batch runs.
+  p.not_before = 0
+  if p.clients[''] then p.not_before = p.clients[''][1] end
   return p
 end
 
@@ -96,6 +102,7 @@ local function session_status(p, h, offline, now)
   local mx, idle = user_deadlines(p, offline, tonumber(h.st), tonumber(h.lr), rm)
   local alive = is_alive(mx, idle, now)
   if rm and not offline and not p.rm_allowed then alive = false end
+  if tonumber(h.st) < p.not_before then alive = false end
   return alive, mx, idle
 end
 
@@ -108,7 +115,9 @@ local function live_clients(p, h, offline, user_max, user_dl, now)
       local cid = string.sub(f, 3)
       local cs = cjson.decode(v)
       local mx, idle = client_deadlines(p, offline, cid, cs, rm, user_max)
-      if is_alive(mx, idle, now) then
+      local ov = p.clients[cid]
+      local removed = ov ~= nil and ov[5] ~= nil and cs.s < ov[5]
+      if is_alive(mx, idle, now) and not removed then
         live[#live + 1] = {cid, cs, math.min(expires_at(mx, idle), user_dl)}
       else
         dead[#dead + 1] = f
@@ -193,4 +202,167 @@ end
 -- Expire a key at a deadline (relative to the script's clock, so a test clock works too).
 local function expire_at(key, dl, now)
   redis.call('PEXPIRE', key, math.max(1, dl - now))
+end
+
+-- Authentication sessions (the *_auth_session scripts). A root is one hash: 'ts' (epoch s of its last
+-- change), 'n' (tabs created so far: the creation order of the next tab), 't:<tab id>' (tab JSON).
+-- It dies at (ts + lifespan) s: reads check that against now, so a root is dead on time even before
+-- Redis drops the key (whose TTL is the same deadline).
+
+-- A live root: its loaded hash and deadline (ms); nil when missing or expired.
+local function auth_root(key, life, now)
+  local h = load_session(key)
+  if h == nil then return nil end
+  local dl = 1000 * (tonumber(h.ts) + life)
+  if dl <= now then return nil end
+  return h, dl
+end
+
+-- Set a root's timestamp to now and its TTL to the new deadline; returns the deadline (ms).
+local function auth_root_touch(key, h, life, now)
+  h.ts = tostring(math.floor(now / 1000))
+  local dl = 1000 * (tonumber(h.ts) + life)
+  redis.call('HSET', key, 'ts', h.ts)
+  expire_at(key, dl, now)
+  return dl
+end
+
+-- The reply for a root: {timestamp s, deadline ms, {tab id, tab JSON, ...}}.
+local function auth_root_reply(h, dl)
+  local tabs = {}
+  for f, v in pairs(h) do
+    if string.sub(f, 1, 2) == 't:' then
+      tabs[#tabs + 1] = string.sub(f, 3)
+      tabs[#tabs + 1] = v
+    end
+  end
+  return {tonumber(h.ts), dl, tabs}
+end
+
+-- The bytes of a root's tabs (their JSON), to keep a root within one reply.
+local function auth_root_bytes(h)
+  local n = 0
+  for f, v in pairs(h) do
+    if string.sub(f, 1, 2) == 't:' then n = n + #v end
+  end
+  return n
+end
+
+-- Session limits (Keycloak §4, UserSessionLimitsAuthenticator), shared by create_user_session and
+-- attach_client_session. The caller passes the ids it believes the user's index holds (ARGV from
+-- `first_arg`) with their session hashes (KEYS from `first_key`, same order).
+
+-- The index members when one of them was not passed (the caller retries with them), else nil.
+-- Passed ids the index no longer holds are harmless: every hash is verified on its own.
+local function stale_user_index(uidx, first_arg)
+  local members = redis.call('ZRANGE', uidx, 0, -1)
+  local passed = {}
+  for i = first_arg, #ARGV do passed[ARGV[i]] = true end
+  for _, m in ipairs(members) do
+    if not passed[m] then
+      table.insert(members, 1, 'stale')
+      return members
+    end
+  end
+  return nil
+end
+
+-- Whether a loaded session has a live client session for a client.
+local function has_live_client(p, h, offline, user_max, user_dl, now, cid)
+  if h['c:' .. cid] == nil then return false end
+  for _, c in ipairs(live_clients(p, h, offline, user_max, user_dl, now)) do
+    if c[1] == cid then return true end
+  end
+  return false
+end
+
+-- The user's live online sessions among the passed keys, except `skip_sid`: a list of
+-- {sid =, key =, h =, lr =, st =, client = has a live client session for `cid`}, and the passed ids
+-- that are not (any more) a live session of this user in this realm (to prune from the index).
+local function user_sessions(p, realm, user, first_key, first_arg, now, cid, skip_sid)
+  local live, gone = {}, {}
+  for i = first_key, #KEYS do
+    local sid = ARGV[first_arg + i - first_key]
+    if sid ~= skip_sid then
+      local h = load_session(KEYS[i])
+      local ok = false
+      if h ~= nil and h.realm == realm and h.user == user then
+        local alive, mx, idle = session_status(p, h, false, now)
+        if alive then
+          ok = true
+          live[#live + 1] = {sid = sid, key = KEYS[i], h = h, lr = tonumber(h.lr), st = tonumber(h.st),
+            client = cid ~= '' and has_live_client(p, h, false, mx, expires_at(mx, idle), now, cid)}
+        end
+      end
+      if not ok then gone[#gone + 1] = sid end
+    end
+  end
+  return live, gone
+end
+
+-- The `count - (limit - 1)` oldest sessions (ascending lastSessionRefresh; ties: started, then id),
+-- none when that is not positive (Keycloak logoutOldestSessions with its negative-count fix).
+local function oldest_sessions(list, limit)
+  local sorted = {}
+  for i, s in ipairs(list) do sorted[i] = s end
+  table.sort(sorted, function(a, b)
+    if a.lr ~= b.lr then return a.lr < b.lr end
+    if a.st ~= b.st then return a.st < b.st end
+    return a.sid < b.sid
+  end)
+  local out = {}
+  for i = 1, #list - (limit - 1) do out[i] = sorted[i] end
+  return out
+end
+
+-- Keycloak's decision for a login: the sessions to terminate ({} when within the limits), or nil
+-- when the behaviour is "deny new session" and a limit is reached. A limit <= 0 is off.
+-- `sessions` are the user's other live online sessions (see user_sessions).
+local function limit_victims(sessions, realm_limit, client_limit, new_user_session, terminate)
+  local function exceeds(count, limit) return limit > 0 and count >= limit end
+  local with_client = {}
+  if client_limit > 0 then
+    for _, s in ipairs(sessions) do
+      if s.client then with_client[#with_client + 1] = s end
+    end
+  end
+  if new_user_session and exceeds(#sessions, realm_limit) then
+    if not terminate then return nil end
+    -- The client limit first, then the realm limit over the sessions that are left.
+    local victims, taken = {}, {}
+    if client_limit > 0 then
+      for _, s in ipairs(oldest_sessions(with_client, client_limit)) do
+        victims[#victims + 1] = s
+        taken[s.sid] = true
+      end
+    end
+    if exceeds(#sessions - #victims, realm_limit) then
+      local rest = {}
+      for _, s in ipairs(sessions) do
+        if not taken[s.sid] then rest[#rest + 1] = s end
+      end
+      for _, s in ipairs(oldest_sessions(rest, realm_limit)) do victims[#victims + 1] = s end
+    end
+    return victims
+  end
+  if exceeds(#with_client, client_limit) then
+    if not terminate then return nil end
+    return oldest_sessions(with_client, client_limit)
+  end
+  return {}
+end
+
+-- Terminate (log out) sessions of a user: delete them with their index entries; returns their ids.
+local function terminate_sessions(victims, uidx, ridx, cidx)
+  local ids = {}
+  for _, s in ipairs(victims) do
+    redis.call('DEL', s.key)
+    redis.call('ZREM', uidx, s.sid)
+    redis.call('ZREM', ridx, s.sid)
+    for f, _ in pairs(s.h) do
+      if string.sub(f, 1, 2) == 'c:' then redis.call('ZREM', cidx, client_member(string.sub(f, 3), s.sid)) end
+    end
+    ids[#ids + 1] = s.sid
+  end
+  return ids
 end
