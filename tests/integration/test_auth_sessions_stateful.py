@@ -10,15 +10,11 @@ timestamp + lifespan, every change stamps it now, a new tab at the limit evicts 
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import pytest
-import redis
-import structlog
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -30,15 +26,14 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from session_store import AsyncSessionStoreClient, RealmPolicy, SessionNotFoundError
-from session_store.config import Settings, ShardSettings
+from session_store import RealmPolicy, SessionNotFoundError
+from session_store.config import ShardSettings
 from session_store.model.auth_session import (
     AuthenticationSession,
     AuthenticationSessionRemoval,
     RootAuthenticationSession,
 )
-from session_store.model.clock import TestClock
-from session_store.server import SessionStoreServer
+from tests.harness import BackgroundService, background_service
 
 T = TypeVar("T")
 
@@ -59,60 +54,11 @@ NOTE_NAMES = ("k1", "k2", "k3")
 CALL_TIMEOUT_SECONDS = 30.0
 
 
-class _Service:
-    """The in-process server, its clock and a client, on a private event loop in a thread."""
-
-    def __init__(self, shards: tuple[ShardSettings, ...]) -> None:
-        """Start the loop, the server on a free port, and connect a client."""
-        self.shards = shards
-        self.clock = TestClock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="auth-stateful", daemon=True)
-        self._thread.start()
-        self.server, self.client = self.run(self._start())
-
-    async def _start(self) -> tuple[SessionStoreServer, AsyncSessionStoreClient]:
-        # grpc.aio binds servers and channels to the loop they are created on: create them here.
-        server = SessionStoreServer(
-            Settings(listen="127.0.0.1:0", grace_seconds=0.5, policy_refresh_seconds=0.001),
-            self.shards,
-            clock=self.clock,
-        )
-        port = await server.start()
-        return server, AsyncSessionStoreClient(f"127.0.0.1:{port}", max_attempts=1)
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run a coroutine on the service loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(CALL_TIMEOUT_SECONDS)
-
-    def reset(self) -> None:
-        """Empty every shard and store the realm policies again."""
-        for shard in self.shards:
-            with redis.Redis.from_url(shard.url) as conn:
-                conn.flushall()
-        for policy in POLICIES:
-            self.run(self.client.set_realm_policy(policy))
-
-    def close(self) -> None:
-        """Close the client, stop the server, stop and close the loop."""
-        self.run(self.client.close())
-        self.run(self.server.stop(grace=0))
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(CALL_TIMEOUT_SECONDS)
-        self._loop.close()
-
-
 @pytest.fixture
-def service(redis_shards: tuple[ShardSettings, ...]) -> Iterator[_Service]:
-    """A service with its own loop thread; per-RPC debug lines are filtered out while it runs."""
-    config = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
-    svc = _Service(redis_shards)
-    try:
+def service(redis_shards: tuple[ShardSettings, ...]) -> Iterator[BackgroundService]:
+    """A service on its own loop thread, for a synchronous hypothesis state machine."""
+    with background_service(redis_shards, POLICIES) as svc:
         yield svc
-    finally:
-        svc.close()
-        structlog.configure(**config)
 
 
 async def _or_none(coro: Coroutine[Any, Any, T]) -> T | None:
@@ -290,7 +236,7 @@ class AuthSessionMachine(RuleBasedStateMachine):
     or not: a removed or expired one must stay gone.
     """
 
-    svc: ClassVar[_Service]
+    svc: ClassVar[BackgroundService]
     """The service under test; a subclass per test run sets it."""
 
     def __init__(self) -> None:
@@ -457,7 +403,7 @@ class AuthSessionMachine(RuleBasedStateMachine):
         assert expected_tabs == got_tabs
 
 
-def _bound(service: _Service) -> type[AuthSessionMachine]:
+def _bound(service: BackgroundService) -> type[AuthSessionMachine]:
     """The machine class, bound to a running service."""
 
     class Machine(AuthSessionMachine):
@@ -471,7 +417,7 @@ class TestStatefulAuthenticationSessions:
 
     @pytest.mark.slow
     @pytest.mark.timeout(120)
-    def test_service_matches_reference_model(self, service: _Service) -> None:
+    def test_service_matches_reference_model(self, service: BackgroundService) -> None:
         """Any sequence of root and tab operations and clock moves leaves the service where the model is."""
         run_state_machine_as_test(
             _bound(service),

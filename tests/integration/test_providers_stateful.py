@@ -8,16 +8,11 @@ every object and every login-failure record reads back as the model says.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
 import pytest
-import redis
-import structlog
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -28,14 +23,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from session_store import RealmPolicy, SessionNotFoundError, SessionStoreClient
-from session_store.config import Settings, ShardSettings
+from session_store import RealmPolicy, SessionNotFoundError
+from session_store.config import ShardSettings
 from session_store.model.brute_force import FailureCounters, effective_brute_force, record_failure
-from session_store.model.clock import TestClock
 from session_store.model.login_failure import LoginFailure
 from session_store.model.policy import BruteForcePolicy, BruteForceStrategy
 from session_store.model.single_use import SingleUseObject
-from session_store.server import SessionStoreServer
+from tests.harness import BackgroundService, background_service
 
 T = TypeVar("T")
 
@@ -81,58 +75,11 @@ seconds_st = st.one_of(
 """Sub-second moves (quick logins), moves to the edges of lifespans and waits, and long ones."""
 
 
-class _Service:
-    """The in-process server and its clock on a private event loop in a thread, and a blocking client."""
-
-    def __init__(self, shards: tuple[ShardSettings, ...]) -> None:
-        """Start the loop, the server on a free port, and connect a client."""
-        self.shards = shards
-        self.clock = TestClock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="providers-service", daemon=True)
-        self._thread.start()
-        self.server = self._run(self._start())
-        self.client = SessionStoreClient(f"127.0.0.1:{self.server.port}", max_attempts=1)
-
-    async def _start(self) -> SessionStoreServer:
-        # grpc.aio binds a server to the loop it is created on: create it there.
-        server = SessionStoreServer(
-            Settings(listen="127.0.0.1:0", grace_seconds=0.5, policy_refresh_seconds=0.001),
-            self.shards,
-            clock=self.clock,
-        )
-        await server.start()
-        return server
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(CALL_TIMEOUT_SECONDS)
-
-    def reset(self) -> None:
-        """Empty every shard."""
-        for shard in self.shards:
-            with redis.Redis.from_url(shard.url) as conn:
-                conn.flushall()
-
-    def close(self) -> None:
-        """Close the client, stop the server, stop and close the loop."""
-        self.client.close()
-        self._run(self.server.stop(grace=0))
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(CALL_TIMEOUT_SECONDS)
-        self._loop.close()
-
-
 @pytest.fixture
-def service(redis_shards: tuple[ShardSettings, ...]) -> Iterator[_Service]:
-    """A service with its own loop thread; per-RPC debug lines are filtered out while it runs."""
-    config = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
-    svc = _Service(redis_shards)
-    try:
+def service(redis_shards: tuple[ShardSettings, ...]) -> Iterator[BackgroundService]:
+    """A service on its own loop thread, for a synchronous hypothesis state machine."""
+    with background_service(redis_shards, ()) as svc:
         yield svc
-    finally:
-        svc.close()
-        structlog.configure(**config)
 
 
 def _or_none(call: Callable[[], T]) -> T | None:
@@ -167,14 +114,14 @@ class Model:
 class ProvidersMachine(RuleBasedStateMachine):
     """Put, put-if-absent, take, replace; record, clear, remove failures; switch policies; let time pass."""
 
-    svc: ClassVar[_Service]
+    svc: ClassVar[BackgroundService]
     """The service under test; a subclass per test run sets it."""
 
     def __init__(self) -> None:
         """Start from empty shards, each realm on other brute-force settings, and an empty model."""
         super().__init__()
         self.svc.reset()
-        self.client = self.svc.client
+        self.client = self.svc.sync_client
         self.model = Model()
         for index, realm in enumerate(REALMS):
             self.switch_policy(realm, index)
@@ -291,7 +238,7 @@ class ProvidersMachine(RuleBasedStateMachine):
                 assert self.model.failure(realm, user, now) == got
 
 
-def _bound(service: _Service) -> type[ProvidersMachine]:
+def _bound(service: BackgroundService) -> type[ProvidersMachine]:
     """The machine class, bound to a running service."""
 
     class Machine(ProvidersMachine):
@@ -305,7 +252,7 @@ class TestStatefulProviders:
 
     @pytest.mark.slow
     @pytest.mark.timeout(180)
-    def test_service_matches_model(self, service: _Service) -> None:
+    def test_service_matches_model(self, service: BackgroundService) -> None:
         """Any sequence of operations, policy switches and clock moves leaves the service as the model."""
         run_state_machine_as_test(
             _bound(service),

@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import pytest
-import redis
-import structlog
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -33,7 +29,6 @@ from hypothesis.stateful import (
 )
 
 from session_store import (
-    AsyncSessionStoreClient,
     ClientSession,
     LimitBehavior,
     RealmPolicy,
@@ -46,9 +41,8 @@ from session_store import (
     StaleRefreshTokenError,
     UserSession,
 )
-from session_store.config import Settings, ShardSettings
-from session_store.model.clock import TestClock
-from session_store.server import SessionStoreServer
+from session_store.config import ShardSettings
+from tests.harness import BackgroundService, background_service
 
 T = TypeVar("T")
 
@@ -233,72 +227,28 @@ def _view(sessions: list[UserSession]) -> list[tuple[str, int, int, dict[str, tu
 # --- the service on its own loop -----------------------------------------------------------------
 
 
-class _Service:
-    """The in-process server, its clock and a client, on a private event loop in a thread."""
+ROTATION_POLICIES = tuple(
+    RealmPolicy(realm=realm, revoke_refresh_token=True, refresh_token_max_reuse=max_reuse)
+    for realm, max_reuse in MAX_REUSE.items()
+)
+"""Rotation on in every realm, each with its own maximum reuse."""
 
-    def __init__(self, shards: tuple[ShardSettings, ...]) -> None:
-        """Start the loop, the server on a free port, and connect a client."""
-        self.shards = shards
-        self.clock = TestClock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="rotation-service", daemon=True)
-        self._thread.start()
-        self.server, self.client = self.run(self._start())
 
-    async def _start(self) -> tuple[SessionStoreServer, AsyncSessionStoreClient]:
-        # grpc.aio binds servers and channels to the loop they are created on: create them here.
-        server = SessionStoreServer(
-            Settings(listen="127.0.0.1:0", grace_seconds=0.5, policy_refresh_seconds=0.001),
-            self.shards,
-            clock=self.clock,
-        )
-        port = await server.start()
-        return server, AsyncSessionStoreClient(f"127.0.0.1:{port}", max_attempts=1)
+def _pick(data: st.DataObject, items: Sequence[T], label: str) -> T:
+    """One of `items`, drawn so that replays draw the same way however many items there are.
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run a coroutine on the service loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(CALL_TIMEOUT_SECONDS)
-
-    def outcome(self, coro: Coroutine[Any, Any, T]) -> T | SessionStoreError:
-        """The result, or the SessionStoreError the call raised."""
-
-        async def catch() -> T | SessionStoreError:
-            try:
-                return await coro
-            except SessionStoreError as exc:
-                return exc
-
-        return self.run(catch())
-
-    def reset(self) -> None:
-        """Empty every shard and store the realm policies."""
-        for shard in self.shards:
-            with redis.Redis.from_url(shard.url) as conn:
-                conn.flushall()
-        for realm, max_reuse in MAX_REUSE.items():
-            policy = RealmPolicy(realm=realm, revoke_refresh_token=True, refresh_token_max_reuse=max_reuse)
-            self.run(self.client.set_realm_policy(policy))
-
-    def close(self) -> None:
-        """Close the client, stop the server, stop and close the loop."""
-        self.run(self.client.close())
-        self.run(self.server.stop(grace=0))
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(CALL_TIMEOUT_SECONDS)
-        self._loop.close()
+    The lists drawn from (sessions, tokens) hold the service's outcomes, and a limit's tie between
+    equally old sessions is broken by their random ids: sampling the list itself would make
+    hypothesis see a different strategy on replay (FlakyStrategyDefinition).
+    """
+    return items[data.draw(st.integers(0, 2**16 - 1), label=label) % len(items)]
 
 
 @pytest.fixture
-def service(redis_shards: tuple[ShardSettings, ...]) -> Iterator[_Service]:
-    """A service with its own loop thread; per-RPC debug lines are filtered out while it runs."""
-    config = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
-    svc = _Service(redis_shards)
-    try:
+def service(redis_shards: tuple[ShardSettings, ...]) -> Iterator[BackgroundService]:
+    """A service on its own loop thread, for a synchronous hypothesis state machine."""
+    with background_service(redis_shards, ROTATION_POLICIES) as svc:
         yield svc
-    finally:
-        svc.close()
-        structlog.configure(**config)
 
 
 # --- the machine ---------------------------------------------------------------------------------
@@ -320,7 +270,7 @@ seconds_st = st.sampled_from((0, 0, 0.5, 1, 1, 2, 3))
 class RotationLimitsMachine(RuleBasedStateMachine):
     """Logins with limits, new client logins with limits, refreshes, introspections, logouts, time."""
 
-    svc: ClassVar[_Service]
+    svc: ClassVar[BackgroundService]
     """The service under test; a subclass per test run sets it."""
 
     def __init__(self) -> None:
@@ -368,8 +318,8 @@ class RotationLimitsMachine(RuleBasedStateMachine):
     )
     def login(self, data: st.DataObject, user: str, limits: SessionLimits | None, client_id: str) -> None:
         """A login (mostly in the example's realm, so that limits are reached), with limits."""
-        home = data.draw(st.sampled_from((True, True, True, False)), label="home realm")
-        realm = self.home if home else data.draw(st.sampled_from(REALMS), label="realm")
+        home = _pick(data, (True, True, True, False), "home realm")
+        realm = self.home if home else _pick(data, REALMS, "realm")
         self.create(realm, user, limits, client_id)
 
     def create(self, realm: str, user: str, limits: SessionLimits | None, client_id: str) -> None:
@@ -407,12 +357,13 @@ class RotationLimitsMachine(RuleBasedStateMachine):
     def sso_login(self, data: st.DataObject, limits: SessionLimits | None) -> None:
         """A client login into an existing session (mostly a live one, mostly a client it lacks)."""
         live = [(r, i) for r, i in self.created if i in self.model.sessions]
-        anyone = not live or data.draw(st.sampled_from((False, False, False, True)), label="any session")
-        realm, sid = data.draw(st.sampled_from(self.created if anyone else live), label="session")
+        anyone = not live or _pick(data, (False, False, False, True), "any session")
+        realm, sid = _pick(data, self.created if anyone else live, "session")
         has = self.model.sessions[sid].clients if sid in self.model.sessions else {}
         new = [c for c in CLIENTS if c not in has]
-        pool = new if new and data.draw(st.sampled_from((True, True, True, False)), label="new") else CLIENTS
-        self.attach_client(realm, sid, data.draw(st.sampled_from(pool), label="client"), limits)
+        prefer_new: bool = data.draw(st.sampled_from((True, True, True, False)), label="new")
+        pool = new if new and prefer_new else CLIENTS
+        self.attach_client(realm, sid, _pick(data, pool, "client"), limits)
 
     @precondition(lambda self: self.tokens)
     @rule(
@@ -424,7 +375,7 @@ class RotationLimitsMachine(RuleBasedStateMachine):
         """Present any token ever issued (mostly a recent one); a refresh issues the chain's next token."""
         recent = data.draw(st.booleans(), label="recent")
         self.use(
-            data.draw(st.sampled_from(self.tokens[-4:] if recent else self.tokens), label="token"),
+            _pick(data, self.tokens[-4:] if recent else self.tokens, "token"),
             new_issued_at,
             introspect,
         )
@@ -433,7 +384,7 @@ class RotationLimitsMachine(RuleBasedStateMachine):
     @rule(data=st.data(), new_issued_at=st.sampled_from(("now", "explicit")))
     def reuse(self, data: st.DataObject, new_issued_at: str) -> None:
         """Present one of the last tokens used again (a retried or replayed refresh)."""
-        self.use(data.draw(st.sampled_from(self.used[-2:]), label="token"), new_issued_at, False)
+        self.use(_pick(data, self.used[-2:], "token"), new_issued_at, False)
 
     def use(self, token: Token, new_issued_at: str, introspect: bool) -> None:
         """Use or introspect a token through the service and the model; compare."""
@@ -472,7 +423,7 @@ class RotationLimitsMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def logout(self, data: st.DataObject) -> None:
         """Remove one session."""
-        realm, sid = data.draw(st.sampled_from(self.created), label="session")
+        realm, sid = _pick(data, self.created, "session")
         got = self.svc.run(self.client.remove_user_session(realm, sid))
         assert (self.model.sessions.pop(sid, None) is not None) == got
 
@@ -480,7 +431,7 @@ class RotationLimitsMachine(RuleBasedStateMachine):
     @rule(data=st.data(), client_id=st.sampled_from(CLIENTS))
     def detach(self, data: st.DataObject, client_id: str) -> None:
         """Remove one client session (its tokens then find nothing)."""
-        realm, sid = data.draw(st.sampled_from(self.created), label="session")
+        realm, sid = _pick(data, self.created, "session")
         got = self.svc.run(self.client.detach_client_session(realm, sid, client_id))
         session = self.model.sessions.get(sid)
         assert (session is not None and session.clients.pop(client_id, None) is not None) == got
@@ -502,7 +453,7 @@ class RotationLimitsMachine(RuleBasedStateMachine):
         assert [self.model.view(r, u) for r, u in pairs] == [_view(x) for x in got]
 
 
-def _bound(service: _Service) -> type[RotationLimitsMachine]:
+def _bound(service: BackgroundService) -> type[RotationLimitsMachine]:
     """The machine class, bound to a running service."""
 
     class Machine(RotationLimitsMachine):
@@ -516,7 +467,7 @@ class TestStatefulRotationAndLimits:
 
     @pytest.mark.slow
     @pytest.mark.timeout(300)
-    def test_service_matches_reference_model(self, service: _Service) -> None:
+    def test_service_matches_reference_model(self, service: BackgroundService) -> None:
         """Any sequence of logins, client logins, refreshes, logouts and clock moves matches the model."""
         run_state_machine_as_test(
             _bound(service),

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
-import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, ClassVar, TypeVar
 
 import pytest
-import redis
-import structlog
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -30,16 +26,14 @@ from hypothesis.stateful import (
 )
 
 from session_store import (
-    AsyncSessionStoreClient,
     PreconditionFailedError,
     RealmPolicy,
     SessionNotFoundError,
     UserSession,
     UserSessionState,
 )
-from session_store.config import Settings, ShardSettings
-from session_store.model.clock import TestClock
-from session_store.server import SessionStoreServer
+from session_store.config import ShardSettings
+from tests.harness import BackgroundService, background_service
 from tests.reference import ReferenceStore
 
 T = TypeVar("T")
@@ -88,64 +82,11 @@ COUNT_EVERY_STEPS = 3
 """Steps between two count checks at least: a count scans all 4096 partitions."""
 
 
-class _Service:
-    """The in-process server, its clock and a client, on a private event loop in a thread."""
-
-    def __init__(self, shards: tuple[ShardSettings, ...]) -> None:
-        """Start the loop, the server on a free port, and connect a client."""
-        self.shards = shards
-        self.clock = TestClock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="stateful-service", daemon=True)
-        self._thread.start()
-        self.server, self.client = self.run(self._start())
-
-    async def _start(self) -> tuple[SessionStoreServer, AsyncSessionStoreClient]:
-        # grpc.aio binds servers and channels to the loop they are created on: create them here.
-        server = SessionStoreServer(
-            Settings(listen="127.0.0.1:0", grace_seconds=0.5, policy_refresh_seconds=0.001),
-            self.shards,
-            clock=self.clock,
-        )
-        port = await server.start()
-        return server, AsyncSessionStoreClient(f"127.0.0.1:{port}", max_attempts=1)
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run a coroutine on the service loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(CALL_TIMEOUT_SECONDS)
-
-    def reset(self) -> None:
-        """Empty every shard and store the realm policies again."""
-        for shard in self.shards:
-            with redis.Redis.from_url(shard.url) as conn:
-                conn.flushall()
-        for policy in POLICIES:
-            self.run(self.client.set_realm_policy(policy))
-
-    def close(self) -> None:
-        """Close the client, stop the server, stop and close the loop."""
-        self.run(self.client.close())
-        self.run(self.server.stop(grace=0))
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(CALL_TIMEOUT_SECONDS)
-        self._loop.close()
-
-
 @pytest.fixture
-def service(redis_shards: tuple[ShardSettings, ...]) -> Iterator[_Service]:
-    """A service with its own loop thread, for synchronous hypothesis state machines.
-
-    Per-RPC debug lines are filtered out while it runs: thousands of steps would spend much of their
-    time rendering them.
-    """
-    config = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
-    svc = _Service(redis_shards)
-    try:
+def service(redis_shards: tuple[ShardSettings, ...]) -> Iterator[BackgroundService]:
+    """A service on its own loop thread, for a synchronous hypothesis state machine."""
+    with background_service(redis_shards, POLICIES) as svc:
         yield svc
-    finally:
-        svc.close()
-        structlog.configure(**config)
 
 
 async def _or_none(coro: Coroutine[Any, Any, T]) -> T | None:
@@ -190,7 +131,7 @@ class SessionMachine(RuleBasedStateMachine):
     removed or expired one must stay gone). Touches mostly name clients attached to that session.
     """
 
-    svc: ClassVar[_Service]
+    svc: ClassVar[BackgroundService]
     """The service under test; a subclass per test run sets it."""
 
     def __init__(self) -> None:
@@ -481,7 +422,7 @@ class SessionMachine(RuleBasedStateMachine):
             assert expected_stats.get(client_id, 0) == client_count
 
 
-def _bound(service: _Service) -> type[SessionMachine]:
+def _bound(service: BackgroundService) -> type[SessionMachine]:
     """The machine class, bound to a running service."""
 
     class Machine(SessionMachine):
@@ -495,7 +436,7 @@ class TestStatefulSessions:
 
     @pytest.mark.slow
     @pytest.mark.timeout(300)
-    def test_service_matches_reference_model(self, service: _Service) -> None:
+    def test_service_matches_reference_model(self, service: BackgroundService) -> None:
         """Any sequence of session operations and clock moves leaves the service where the model is."""
         run_state_machine_as_test(
             _bound(service),
@@ -511,7 +452,7 @@ class TestStatefulSessions:
 class TestStatefulRegressions:
     """Counterexamples of the state machine, replayed step by step with the same checks."""
 
-    def test_refresh_does_not_revive_an_expired_client_session(self, service: _Service) -> None:
+    def test_refresh_does_not_revive_an_expired_client_session(self, service: BackgroundService) -> None:
         """A refresh that names a client session which expired at that instant leaves it expired."""
         m = _bound(service)()
         m.login(
@@ -523,7 +464,9 @@ class TestStatefulRegressions:
         m.reads_match_the_model()
         assert {} == dict(m.svc.run(m.client.get_user_session(REALM_RM, sid)).client_sessions)
 
-    def test_offline_copy_replaces_an_expired_offline_client_session(self, service: _Service) -> None:
+    def test_offline_copy_replaces_an_expired_offline_client_session(
+        self, service: BackgroundService
+    ) -> None:
         """Refreshing an offline copy copies a client again whose offline client session expired."""
         m = _bound(service)()
         m.login(
