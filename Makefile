@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: run test test-fast lint typecheck proto proto-check bench clean
+.PHONY: run test test-fast lint typecheck proto proto-check bench load config-doc deploy-check clean
 
 $(VENV_STAMP): pyproject.toml
 	python3 -m venv .venv && $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev]' && touch $(VENV_STAMP)
@@ -30,6 +30,15 @@ proto-check: $(VENV_STAMP)
 
 bench: $(VENV_STAMP)
 	$(PY) scripts/bench.py
+
+load: $(VENV_STAMP)
+	$(PY) scripts/load.py --start
+
+config-doc: $(VENV_STAMP)
+	$(PY) scripts/gen_config_doc.py
+
+deploy-check: $(VENV_STAMP)
+	bash scripts/check_deploy.sh
 
 clean:
 	rm -rf .venv .run .pytest_cache .mypy_cache .ruff_cache .hypothesis

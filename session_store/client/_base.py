@@ -69,6 +69,10 @@ _BY_CODE: dict[grpc.StatusCode, type[SessionStoreError]] = {
     grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
+    # A server shutting down kills the calls its core has received but not yet handed to a handler
+    # with CANCELLED (seen in tests/integration/test_rollout.py); a cancel of our own raises
+    # asyncio.CancelledError instead. Idempotent calls retry it; creates cannot know it did not run.
+    grpc.StatusCode.CANCELLED: UnavailableError,
 }
 _NOT_EXECUTED = (PartitionMovedError, PartitionFrozenError)
 """Errors that prove the call did not run: always safe to retry."""

@@ -135,6 +135,16 @@ class PolicyStore:
             self._cache[realm] = (time.monotonic(), cached)
             return cached
 
+    def recent_realms(self, within_seconds: float) -> list[str]:
+        """Realms whose policy this node fetched in the last `within_seconds`, most recent first.
+
+        A policy is fetched again on first use after `refresh_seconds`, so for a refresh much shorter
+        than `within_seconds` this is "realms served recently" (the metrics count their sessions).
+        """
+        now = time.monotonic()
+        recent = [(at, realm) for realm, (at, _) in self._cache.items() if now - at < within_seconds]
+        return [realm for _, realm in sorted(recent, reverse=True)]
+
     async def _read(self, realm: str) -> CachedPolicy:
         commands = [("GET", keys.realm_policy(realm)), ("HGETALL", keys.realm_markers(realm))]
         results = await asyncio.gather(

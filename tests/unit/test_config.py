@@ -212,3 +212,20 @@ class TestRedaction:
         shard = ShardSettings(name="a", url="redis://:pw@[::1]:7000/0")
 
         assert "ShardSettings(name='a', url='redis://:***@[::1]:7000/0')" == repr(shard)
+
+
+class TestHealthListen:
+    def test_unset_means_no_separate_health_port(self) -> None:
+        """Without SESSION_STORE_HEALTH_LISTEN, health is served on the API address only."""
+        assert "" == Settings.from_env({}).health_listen
+
+    @pytest.mark.parametrize("text", ["0.0.0.0:8081", " 127.0.0.1:0 ", "[::]:8081", "localhost:65535"])
+    def test_host_port_is_read(self, text: str) -> None:
+        """A host:port (IPv6 in brackets) is taken as the health-only address, trimmed."""
+        assert text.strip() == Settings.from_env({"SESSION_STORE_HEALTH_LISTEN": text}).health_listen
+
+    @pytest.mark.parametrize("text", ["8081", ":8081", "h:", "h:http", "h:65536", "unix:/tmp/health.sock"])
+    def test_malformed_address_is_rejected_naming_the_variable(self, text: str) -> None:
+        """Anything but host:port with a port in 0..65535 is a settings error naming the variable."""
+        with pytest.raises(SettingsError, match="SESSION_STORE_HEALTH_LISTEN"):
+            Settings.from_env({"SESSION_STORE_HEALTH_LISTEN": text})
