@@ -22,6 +22,7 @@ DEFAULT_METRICS_LISTEN = ""
 DEFAULT_EMBEDDED_SHARDS = 3
 DEFAULT_DATA_DIR = ".run"
 DEFAULT_GRACE_SECONDS = 10.0
+DEFAULT_SHUTDOWN_DELAY_SECONDS = 0.0
 DEFAULT_LOG_LEVEL = "info"
 DEFAULT_REDIS_TIMEOUT_SECONDS = 2.0
 DEFAULT_REDIS_CONNECTIONS = 2
@@ -86,6 +87,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "pings per shard at start (0.5 s apart) before giving up",
     ),
     EnvVar("GRACE_SECONDS", str(DEFAULT_GRACE_SECONDS), "drain time on SIGTERM/SIGINT, in seconds"),
+    EnvVar(
+        "SHUTDOWN_DELAY_SECONDS",
+        str(DEFAULT_SHUTDOWN_DELAY_SECONDS),
+        "on SIGTERM/SIGINT, seconds between health turning NOT_SERVING and refusing new calls, so that "
+        "health-checking clients and load balancers move away first (the drain grace follows)",
+    ),
     EnvVar(
         "POLICY_REFRESH_SECONDS",
         str(DEFAULT_POLICY_REFRESH_SECONDS),
@@ -198,6 +205,7 @@ class Settings:
     health_listen: str = DEFAULT_HEALTH_LISTEN
     metrics_listen: str = DEFAULT_METRICS_LISTEN
     grace_seconds: float = DEFAULT_GRACE_SECONDS
+    shutdown_delay_seconds: float = DEFAULT_SHUTDOWN_DELAY_SECONDS
     log_level: str = DEFAULT_LOG_LEVEL
     log_json: bool | None = None
     policy_refresh_seconds: float = DEFAULT_POLICY_REFRESH_SECONDS
@@ -213,6 +221,8 @@ class Settings:
             raise SettingsError(f"SESSION_STORE_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
         if self.grace_seconds < 0:
             raise SettingsError("SESSION_STORE_GRACE_SECONDS must be >= 0")
+        if not 0 <= self.shutdown_delay_seconds <= 60:
+            raise SettingsError("SESSION_STORE_SHUTDOWN_DELAY_SECONDS must be between 0 and 60")
         if self.policy_refresh_seconds <= 0:
             raise SettingsError("SESSION_STORE_POLICY_REFRESH_SECONDS must be > 0")
         if not self.listen or (":" not in self.listen and not self.listen.startswith("unix:")):
@@ -255,6 +265,7 @@ class Settings:
             health_listen=get("HEALTH_LISTEN", DEFAULT_HEALTH_LISTEN),
             metrics_listen=get("METRICS_LISTEN", DEFAULT_METRICS_LISTEN),
             grace_seconds=number("GRACE_SECONDS", DEFAULT_GRACE_SECONDS, float),
+            shutdown_delay_seconds=number("SHUTDOWN_DELAY_SECONDS", DEFAULT_SHUTDOWN_DELAY_SECONDS, float),
             log_level=get("LOG_LEVEL", DEFAULT_LOG_LEVEL).lower(),
             log_json=None if log_json_text == "auto" else log_json_text in ("true", "1"),
             policy_refresh_seconds=number("POLICY_REFRESH_SECONDS", DEFAULT_POLICY_REFRESH_SECONDS, float),

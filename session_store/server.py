@@ -175,8 +175,12 @@ class SessionStoreServer:
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
-        """Health NOT_SERVING, refuse new calls, let in-flight calls finish within the grace."""
+        """Health NOT_SERVING, then (for a configured shutdown, `grace` None) wait the shutdown delay so
+        health-checking clients move away, refuse new calls, let in-flight calls finish within the grace.
+        """
         await self.health.enter_graceful_shutdown()
+        if grace is None and self.settings.shutdown_delay_seconds > 0:
+            await asyncio.sleep(self.settings.shutdown_delay_seconds)
         await self.server.stop(self.settings.grace_seconds if grace is None else grace)
         if self.health_server is not None:
             # Kept up through the drain so probes read NOT_SERVING rather than a refused connection.
