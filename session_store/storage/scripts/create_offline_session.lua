@@ -20,10 +20,9 @@ local on_live = live_clients(p, h, false, on_mx, expires_at(on_mx, on_idle), now
 local now_s = math.floor(now / 1000)
 local o = load_session(okey)
 local dead = {}
-if o ~= nil and not session_status(p, o, true, now) then
-  redis.call('DEL', okey)
-  o = nil
-end
+-- A dead offline session is replaced; it is deleted below, after every check has passed.
+local replace_dead = o ~= nil and not session_status(p, o, true, now)
+if replace_dead then o = nil end
 if o == nil then
   o = {}
   for f, v in pairs(h) do
@@ -57,6 +56,7 @@ for _, c in ipairs(on_live) do
     o[f] = cjson.encode(cs)
   end
 end
+if replace_dead then redis.call('DEL', okey) end
 for _, f in ipairs(dead) do
   if o[f] == nil then
     redis.call('HDEL', okey, f)
