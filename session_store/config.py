@@ -28,7 +28,17 @@ DEFAULT_REDIS_TIMEOUT_SECONDS = 2.0
 DEFAULT_REDIS_CONNECTIONS = 2
 DEFAULT_STARTUP_ATTEMPTS = 20
 DEFAULT_POLICY_REFRESH_SECONDS = 1.0
+DEFAULT_EVENTS_REFRESHED = False
+DEFAULT_EVENTS_NOTIFICATIONS = True
+DEFAULT_EVENTS_SWEEPER = True
+DEFAULT_EVENTS_SWEEP_INTERVAL_SECONDS = 0.25
+DEFAULT_EVENTS_MAX_LENGTH = 500_000
+DEFAULT_EVENTS_MAX_AGE_SECONDS = 86_400.0
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _flag_text(value: bool) -> str:
+    return "true" if value else "false"
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,37 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "POLICY_REFRESH_SECONDS",
         str(DEFAULT_POLICY_REFRESH_SECONDS),
         "how long a node caches a realm policy (another node's change is seen within this)",
+    ),
+    EnvVar(
+        "EVENTS_REFRESHED",
+        _flag_text(DEFAULT_EVENTS_REFRESHED),
+        "append a `refreshed` event on every touch and refresh-token use (the hot path: off by default)",
+    ),
+    EnvVar(
+        "EVENTS_NOTIFICATIONS",
+        _flag_text(DEFAULT_EVENTS_NOTIFICATIONS),
+        "listen to each shard's keyspace `expired` notifications (the service enables them with CONFIG "
+        "SET; where CONFIG is refused it logs that and the sweeper alone delivers expiries)",
+    ),
+    EnvVar(
+        "EVENTS_SWEEPER",
+        _flag_text(DEFAULT_EVENTS_SWEEPER),
+        "run the expiry sweeper on this node (nodes share the work; at least one node must run it)",
+    ),
+    EnvVar(
+        "EVENTS_SWEEP_INTERVAL_SECONDS",
+        str(DEFAULT_EVENTS_SWEEP_INTERVAL_SECONDS),
+        "how often an idle sweeper looks for passed deadlines (bounds the delay of `expired` events)",
+    ),
+    EnvVar(
+        "EVENTS_MAX_LENGTH",
+        str(DEFAULT_EVENTS_MAX_LENGTH),
+        "events kept per shard stream (approximate: trimmed with MAXLEN ~ by the sweeper)",
+    ),
+    EnvVar(
+        "EVENTS_MAX_AGE_SECONDS",
+        str(DEFAULT_EVENTS_MAX_AGE_SECONDS),
+        "how long events are kept (approximate: trimmed with MINID ~ by the sweeper)",
     ),
     EnvVar("LOG_LEVEL", DEFAULT_LOG_LEVEL, "`debug`, `info`, `warning` or `error`"),
     EnvVar("LOG_JSON", "auto", "`true`, `false` or `auto` (console when stderr is a terminal, else JSON)"),
@@ -198,6 +239,31 @@ class RedisSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EventSettings:
+    """The event pipeline: which events, who sweeps, how much history the streams keep."""
+
+    refreshed: bool = DEFAULT_EVENTS_REFRESHED
+    notifications: bool = DEFAULT_EVENTS_NOTIFICATIONS
+    sweeper: bool = DEFAULT_EVENTS_SWEEPER
+    sweep_interval_seconds: float = DEFAULT_EVENTS_SWEEP_INTERVAL_SECONDS
+    max_length: int = DEFAULT_EVENTS_MAX_LENGTH
+    max_age_seconds: float = DEFAULT_EVENTS_MAX_AGE_SECONDS
+
+    def __post_init__(self) -> None:
+        """Validate ranges.
+
+        Raises:
+            SettingsError: a value is out of range.
+        """
+        if not 0.01 <= self.sweep_interval_seconds <= 60:
+            raise SettingsError("SESSION_STORE_EVENTS_SWEEP_INTERVAL_SECONDS must be between 0.01 and 60")
+        if self.max_length < 1000:
+            raise SettingsError("SESSION_STORE_EVENTS_MAX_LENGTH must be >= 1000")
+        if self.max_age_seconds < 60:
+            raise SettingsError("SESSION_STORE_EVENTS_MAX_AGE_SECONDS must be >= 60")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything the service is configured with."""
 
@@ -210,6 +276,7 @@ class Settings:
     log_json: bool | None = None
     policy_refresh_seconds: float = DEFAULT_POLICY_REFRESH_SECONDS
     redis: RedisSettings = field(default_factory=RedisSettings)
+    events: EventSettings = field(default_factory=EventSettings)
 
     def __post_init__(self) -> None:
         """Validate ranges.
@@ -257,6 +324,12 @@ class Settings:
                 raise SettingsError(f"SESSION_STORE_{name}: {text!r} is not a finite number")
             return value
 
+        def flag(name: str, default: bool) -> bool:
+            text = get(name, _flag_text(default)).lower()
+            if text not in ("true", "false", "1", "0"):
+                raise SettingsError(f"SESSION_STORE_{name} must be true or false")
+            return text in ("true", "1")
+
         log_json_text = get("LOG_JSON", "auto").lower()
         if log_json_text not in ("auto", "true", "false", "1", "0"):
             raise SettingsError("SESSION_STORE_LOG_JSON must be auto, true or false")
@@ -277,5 +350,15 @@ class Settings:
                 embedded_shards=int(number("EMBEDDED_SHARDS", DEFAULT_EMBEDDED_SHARDS, int)),
                 data_dir=Path(get("DATA_DIR", DEFAULT_DATA_DIR)),
                 server_binary=get("REDIS_SERVER_BINARY", ""),
+            ),
+            events=EventSettings(
+                refreshed=flag("EVENTS_REFRESHED", DEFAULT_EVENTS_REFRESHED),
+                notifications=flag("EVENTS_NOTIFICATIONS", DEFAULT_EVENTS_NOTIFICATIONS),
+                sweeper=flag("EVENTS_SWEEPER", DEFAULT_EVENTS_SWEEPER),
+                sweep_interval_seconds=number(
+                    "EVENTS_SWEEP_INTERVAL_SECONDS", DEFAULT_EVENTS_SWEEP_INTERVAL_SECONDS, float
+                ),
+                max_length=int(number("EVENTS_MAX_LENGTH", DEFAULT_EVENTS_MAX_LENGTH, int)),
+                max_age_seconds=number("EVENTS_MAX_AGE_SECONDS", DEFAULT_EVENTS_MAX_AGE_SECONDS, float),
             ),
         )

@@ -15,6 +15,7 @@ from session_store.api.login_failures import LoginFailuresServicer
 from session_store.api.servicer import SessionStoreServicer, TestClockServicer
 from session_store.api.single_use import SingleUseObjectsServicer
 from session_store.config import Settings, ShardSettings
+from session_store.events.sweeper import Sweeper
 from session_store.metrics import Metrics
 from session_store.model.clock import Clock, SystemClock, TestClock
 from session_store.model.limits import MAX_REQUEST_BYTES
@@ -85,7 +86,7 @@ class SessionStoreServer:
             }
         )
         self.policies = PolicyStore(self.router, settings.policy_refresh_seconds)
-        self.sessions = SessionRepository(self.router, self.policies, self.clock)
+        self.sessions = SessionRepository(self.router, self.policies, self.clock, settings.events)
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
             interceptors=[self.metrics.interceptor()] if self.metrics else None,
@@ -96,6 +97,7 @@ class SessionStoreServer:
             ],
         )
         self.bulk = BulkRemoval(self.router, self.policies, self.clock)
+        self.sweeper = Sweeper(self.router, self.clock, settings.events)
         session_store_pb2_grpc.add_SessionStoreServicer_to_server(
             SessionStoreServicer(self.sessions, self.policies, self.bulk), self.server
         )
@@ -158,6 +160,7 @@ class SessionStoreServer:
                 self.metrics.run_session_refresh(self.sessions, self.policies)
             )
         await self.server.start()
+        self.sweeper.start()
         for name in ("", SERVICE_NAME, SINGLE_USE_SERVICE_NAME, LOGIN_FAILURES_SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.health_server is not None:
@@ -191,6 +194,7 @@ class SessionStoreServer:
                 await self._sessions_refresh
         if self.metrics is not None:
             await self.metrics.stop_http()
+        await self.sweeper.stop()
         await self.router.close()
 
     async def wait(self) -> None:

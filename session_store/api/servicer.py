@@ -135,6 +135,7 @@ class SessionStoreServicer(pb_grpc.SessionStoreServicer):
             convert.realm(request.realm),
             convert.session_id(request.session_id),
             offline=request.offline,
+            revoked_by_admin=request.revoked_by_admin,
         )
         return pb.RemoveUserSessionResponse(removed=removed)
 

@@ -223,11 +223,18 @@ class Operations:
         return Operation("UpdateUserSession", request, _session)
 
     @staticmethod
-    def remove_user_session(realm: str, session_id: str, *, offline: bool = False) -> Operation[bool]:
-        """Remove (log out) one session; True when a live one was removed."""
+    def remove_user_session(
+        realm: str, session_id: str, *, offline: bool = False, revoked_by_admin: bool = False
+    ) -> Operation[bool]:
+        """Remove (log out) one session; True when a live one was removed.
+
+        Its event is `logged_out`, or `revoked` (reason admin) with `revoked_by_admin`.
+        """
         return Operation(
             "RemoveUserSession",
-            pb.RemoveUserSessionRequest(realm=realm, session_id=session_id, offline=offline),
+            pb.RemoveUserSessionRequest(
+                realm=realm, session_id=session_id, offline=offline, revoked_by_admin=revoked_by_admin
+            ),
             lambda r: bool(r.removed),
         )
 

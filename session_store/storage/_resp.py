@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -160,6 +161,11 @@ class PipelinedClient:
         self._locks = [asyncio.Lock() for _ in self._slots]
         self._next = 0
 
+    @property
+    def db(self) -> int:
+        """The database number the URL selects."""
+        return self._db
+
     async def _connection(self) -> _Connection:
         index = self._next
         self._next = (self._next + 1) % len(self._slots)
@@ -173,16 +179,19 @@ class PipelinedClient:
                 self._slots[index] = conn
             return conn
 
-    async def _open(self) -> _Connection:
+    async def _open_stream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         opening = (
             asyncio.open_unix_connection(self._path)
             if self._path
             else asyncio.open_connection(self._host, self._port, ssl=self._ssl)
         )
         try:
-            reader, writer = await asyncio.wait_for(opening, self._connect_timeout)
+            return await asyncio.wait_for(opening, self._connect_timeout)
         except (OSError, TimeoutError) as exc:
             raise redis_errors.ConnectionError(f"cannot connect to {self._where}: {exc}") from exc
+
+    async def _open(self) -> _Connection:
+        reader, writer = await self._open_stream()
         conn = _Connection(reader, writer, self._timeout, self._where)
         setup: list[tuple[Arg, ...]] = []
         if self._password is not None:
@@ -203,6 +212,40 @@ class PipelinedClient:
         """
         conn = await self._connection()
         return await conn.send(args)
+
+    async def subscribe(self, channel: str) -> AsyncIterator[str]:
+        """Subscribe to `channel` on a connection of its own; yields each message's payload.
+
+        The connection is not shared and closes when the iteration ends (cancelling the task that
+        iterates is safe: it only ever waits in a plain socket read).
+
+        Raises:
+            redis.exceptions.ConnectionError: the connection failed or closed.
+            redis.exceptions.ResponseError: Redis refused the AUTH or the SUBSCRIBE.
+        """
+        reader, writer = await self._open_stream()
+        parser = hiredis.Reader(encoding="utf-8", errors="replace")
+        try:
+            if self._password is not None:
+                auth = ("AUTH", self._username or "default", self._password)
+                writer.write(hiredis.pack_command(auth))  # type: ignore[arg-type]  # the stub types a 1-tuple; any length works
+            writer.write(hiredis.pack_command(("SUBSCRIBE", channel)))  # type: ignore[arg-type]  # as above
+            while True:
+                reply = parser.gets()
+                while reply is False:
+                    data = await reader.read(65536)
+                    if not data:
+                        raise redis_errors.ConnectionError(f"{self._where} closed the subscription")
+                    parser.feed(data)
+                    reply = parser.gets()
+                if isinstance(reply, hiredis.ReplyError):
+                    raise _error_reply(str(reply))
+                if isinstance(reply, list) and len(reply) == 3 and reply[0] == "message":
+                    yield str(reply[2])
+        except OSError as exc:
+            raise redis_errors.ConnectionError(f"subscription to {self._where} failed: {exc}") from exc
+        finally:
+            writer.close()
 
     async def close(self) -> None:
         """Close every connection; waiting callers get ConnectionError."""

@@ -117,7 +117,11 @@ class BulkRemoval:
                     removed += int(
                         await shard.call(
                             "remove_client_sessions_batch",
-                            [cidx, *(keys.session(partition, i, offline=offline) for i in chunk)],
+                            [
+                                cidx,
+                                *keys.event_keys(partition),
+                                *(keys.session(partition, i, offline=offline) for i in chunk),
+                            ],
                             [*header, realm, flag, client_id, *chunk],
                         )
                     )
@@ -131,6 +135,7 @@ class BulkRemoval:
                         [
                             ridx,
                             keys.client_index(partition, realm, offline=offline),
+                            *keys.event_keys(partition),
                             *(keys.session(partition, i, offline=offline) for i in chunk),
                         ],
                         [*header, realm, flag, scope.value, *chunk],

@@ -21,9 +21,31 @@ key                                         holds
 ``ss:{P}:a:<realm> <root id>``              root authentication session hash: ``ts`` (epoch s of
                                             its last change), ``n`` (tabs created), ``t:<tab id>``
                                             tab JSON; P = home partition of the id (TTL = deadline)
+``ss:{P}:x``                                expiry index: zset "s <id>"/"o <id>" -> deadline ms of
+                                            every session of the partition not yet ended
+``ss:{P}:xm``                               hash, same members -> JSON {r realm, u user, m max
+                                            deadline ms or -1, c [client ids]}: what an event needs
+                                            after Redis dropped the session hash
 ``ss:policy:<realm>``                       the realm's session policy (JSON), on every shard
 ``ss:markers:<realm>``                      bulk-removal markers (hash), on every shard
+``ss:events``                               the shard's event stream (Redis Stream), see below
+``ss:due``                                  zset partition (3 hex digits) -> lower bound of the
+                                            earliest deadline in its expiry index (or a sweeper's
+                                            claim: now + lease)
+``ss:counts``                               hash "s:<realm>"/"o:<realm>" -> sessions not yet ended,
+                                            "e:<type>" -> events appended, on this shard
+``ss:shard``                                this shard's random identity (names it in cursors)
 ==========================================  =====================================================
+
+The last four are per shard, not per partition: in standalone mode a script may touch any key of
+its shard, and one stream per shard is what lets a watcher follow a whole shard with one XREAD.
+A Redis Cluster backend would need them per hash tag instead (see docs/architecture.md).
+
+Event stream entries (fields; absent fields are empty): ``t`` type (created, refreshed,
+client_attached, client_detached, logged_out, revoked, expired), ``r`` realm, ``u`` user id, ``s``
+session id, ``o`` "1" for an offline session, ``c`` JSON array of the client ids involved, ``why``
+reason (revoked: admin, limit, user, realm_removed; expired: idle, max; client_detached: logout,
+client_removed), ``at`` epoch ms of the decision, ``dl`` the deadline ms (expired only).
 """
 
 from __future__ import annotations
@@ -106,6 +128,40 @@ def realm_policy(realm: str) -> str:
 def realm_markers(realm: str) -> str:
     """A realm's removal markers (field "" = the realm, else a client id -> epoch s); every shard."""
     return f"{PREFIX}markers:{realm}"
+
+
+def expiry_index(partition: int) -> str:
+    """A partition's sessions not yet ended, scored by deadline (the event pipeline's source)."""
+    return f"{tag(partition)}x"
+
+
+def expiry_meta(partition: int) -> str:
+    """What an event about a partition's session needs once its hash is gone."""
+    return f"{tag(partition)}xm"
+
+
+def expiry_member(session_id: str, *, offline: bool) -> str:
+    """The member of a session in its partition's expiry index and meta hash."""
+    return f"{'o' if offline else 's'} {session_id}"
+
+
+EVENTS = f"{PREFIX}events"
+"""The shard's event stream."""
+DUE = f"{PREFIX}due"
+"""The shard's partitions with a deadline to sweep, scored by (a lower bound of) the earliest."""
+COUNTS = f"{PREFIX}counts"
+"""The shard's counters: sessions per realm, events per type."""
+SHARD_IDENTITY = f"{PREFIX}shard"
+"""The shard's random identity."""
+
+
+SHARD_KEYS = (EVENTS, DUE, COUNTS)
+"""The per-shard keys a partition's script may take besides its partition's own keys."""
+
+
+def event_keys(partition: int) -> list[str]:
+    """The keys a script that begins, changes or ends a session of a partition takes for events."""
+    return [expiry_index(partition), expiry_meta(partition), DUE, EVENTS, COUNTS]
 
 
 def partition_of(key: str) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from session_store.config import EventSettings
 from session_store.errors import (
     InvalidArgumentError,
     PreconditionFailedError,
@@ -165,11 +166,15 @@ def _note_args(set_notes: Mapping[str, str], remove_notes: Sequence[str]) -> lis
 class SessionRepository:
     """User, client and offline sessions on the shards of a router."""
 
-    def __init__(self, router: Router, policies: PolicyStore, clock: Clock) -> None:
-        """Use `router` for placement, `policies` for the realm rules, `clock` for now."""
+    def __init__(
+        self, router: Router, policies: PolicyStore, clock: Clock, events: EventSettings | None = None
+    ) -> None:
+        """Use `router` for placement, `policies` for the realm rules, `clock` for now; `events` says
+        which optional events the scripts append."""
         self._router = router
         self._policies = policies
         self._clock = clock
+        self._events = events or EventSettings()
 
     def _header(self, cached: CachedPolicy) -> list[str]:
         return [self._clock.script_now(), *cached.args]
@@ -285,10 +290,11 @@ class SessionRepository:
                 keys.session(partition, sid, offline=False),
                 keys.user_index(partition, new.realm, new.user_id, offline=False),
                 keys.realm_index(partition, new.realm, offline=False),
+                keys.client_index(partition, new.realm, offline=False),
+                *keys.event_keys(partition),
             ]
             if limits is not None and limits.enabled:
-                limited_keys = [*base_keys, keys.client_index(partition, new.realm, offline=False)]
-                reply = await self._limited(partition, "create_user_session", limited_keys, args, [])
+                reply = await self._limited(partition, "create_user_session", base_keys, args, [])
             else:
                 reply = await self._call(partition, "create_user_session", base_keys, args)
         except SessionExistsError:
@@ -350,7 +356,7 @@ class SessionRepository:
             realm,
             session_id,
             offline=offline,
-            extra_keys=lambda p: [],
+            extra_keys=keys.event_keys,
             args=["1" if offline else "0"],
         )
         return _decode_session(reply, offline=offline)
@@ -377,8 +383,9 @@ class SessionRepository:
             extra_keys=lambda p: [
                 keys.realm_index(p, realm, offline=offline),
                 keys.client_index(p, realm, offline=offline),
+                *keys.event_keys(p),
             ],
-            args=["1" if offline else "0", str(at), *client_ids],
+            args=["1" if offline else "0", str(at), "1" if self._events.refreshed else "0", *client_ids],
         )
         return _decode_session(reply, offline=offline)
 
@@ -412,8 +419,13 @@ class SessionRepository:
         )
         return _decode_session(reply, offline=offline)
 
-    async def remove_user_session(self, realm: str, session_id: str, *, offline: bool) -> bool:
-        """Remove a session and its client sessions; True when a live one was removed."""
+    async def remove_user_session(
+        self, realm: str, session_id: str, *, offline: bool, revoked_by_admin: bool = False
+    ) -> bool:
+        """Remove a session and its client sessions; True when a live one was removed.
+
+        The event is `logged_out`, or `revoked` (reason admin) with `revoked_by_admin`.
+        """
         _, reply = await self._by_id(
             "remove_user_session",
             realm,
@@ -422,8 +434,9 @@ class SessionRepository:
             extra_keys=lambda p: [
                 keys.realm_index(p, realm, offline=offline),
                 keys.client_index(p, realm, offline=offline),
+                *keys.event_keys(p),
             ],
-            args=[],
+            args=["admin" if revoked_by_admin else "logout"],
         )
         return int(reply[0]) == 1
 
@@ -463,7 +476,7 @@ class SessionRepository:
             realm,
             session_id,
             offline=offline,
-            extra_keys=lambda p: [keys.client_index(p, realm, offline=offline)],
+            extra_keys=lambda p: [keys.client_index(p, realm, offline=offline), *keys.event_keys(p)],
             args=[*head, "", "0", "0", *notes],
         )
         return _decode_client(reply[1], reply[2], int(reply[3]), session_id, offline=offline)
@@ -481,7 +494,7 @@ class SessionRepository:
         limit_args = [str(limits.client_limit), str(int(limits.behavior))]
         for _ in range(MAX_STALE_RETRIES):
             partition, reply = await self._by_id(
-                "get_user_session", realm, session_id, offline=False, extra_keys=lambda p: [], args=["0"]
+                "get_user_session", realm, session_id, offline=False, extra_keys=keys.event_keys, args=["0"]
             )
             user_id = _decode_session(reply, offline=False).user_id
             try:
@@ -492,6 +505,7 @@ class SessionRepository:
                         keys.session(partition, session_id, offline=False),
                         keys.pointer(partition, session_id),
                         keys.client_index(partition, realm, offline=False),
+                        *keys.event_keys(partition),
                         keys.user_index(partition, realm, user_id, offline=False),
                         keys.realm_index(partition, realm, offline=False),
                     ],
@@ -539,6 +553,7 @@ class SessionRepository:
             extra_keys=lambda p: [
                 keys.realm_index(p, realm, offline=offline),
                 keys.client_index(p, realm, offline=offline),
+                *keys.event_keys(p),
             ],
             args=[
                 "1" if offline else "0",
@@ -552,6 +567,7 @@ class SessionRepository:
                 str(policy.refresh_token_max_reuse),
                 str(STARTUP_TIME_S),
                 str(MAX_REFRESH_TOKEN_CHAINS),
+                "1" if self._events.refreshed else "0",
             ],
         )
         if reply[0] == "rejected":
@@ -622,7 +638,7 @@ class SessionRepository:
             realm,
             session_id,
             offline=offline,
-            extra_keys=lambda p: [keys.client_index(p, realm, offline=offline)],
+            extra_keys=lambda p: [keys.client_index(p, realm, offline=offline), *keys.event_keys(p)],
             args=["1" if offline else "0", client_id],
         )
         return int(reply) == 1
@@ -671,6 +687,7 @@ class SessionRepository:
                 keys.user_index(partition, realm, user_id, offline=offline),
                 keys.realm_index(partition, realm, offline=offline),
                 keys.client_index(partition, realm, offline=offline),
+                *keys.event_keys(partition),
             ],
         )
         return int(reply[0])
@@ -720,6 +737,7 @@ class SessionRepository:
                     keys.user_index(partition, realm, online.user_id, offline=True),
                     keys.realm_index(partition, realm, offline=True),
                     keys.client_index(partition, realm, offline=True),
+                    *keys.event_keys(partition),
                 ],
                 [*self._header(cached), realm, str(partition), online.user_id, *client_ids],
             )
@@ -796,7 +814,11 @@ class SessionRepository:
                 reply = await self._call(
                     partition,
                     "get_user_session",
-                    [keys.session(partition, sid, offline=offline), keys.pointer(partition, sid)],
+                    [
+                        keys.session(partition, sid, offline=offline),
+                        keys.pointer(partition, sid),
+                        *keys.event_keys(partition),
+                    ],
                     [*self._header(cached), realm, str(partition), "1" if offline else "0"],
                 )
             except (SessionNotFoundError, RedirectError):

@@ -131,11 +131,11 @@ class Shard:
         return result
 
     async def command(self, *args: KeyOrArg) -> Any:
-        """Run one plain read command (no retries), translating failures."""
+        """Run one plain command (no retries), translating failures."""
         return await self._observed("command", self.client.execute(*args))
 
     async def pipeline(self, commands: Sequence[Sequence[KeyOrArg]]) -> list[Any]:
-        """Run plain read commands together (they leave in one write), translating failures."""
+        """Run plain commands together (they leave in one write; not a transaction), translating failures."""
 
         async def together() -> list[Any]:
             return list(await asyncio.gather(*(self.client.execute(*cmd) for cmd in commands)))

@@ -526,19 +526,25 @@ class RemoveUserSessionRequest(_message.Message):
     REALM_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     OFFLINE_FIELD_NUMBER: _builtins.int
+    REVOKED_BY_ADMIN_FIELD_NUMBER: _builtins.int
     realm: _builtins.str
     session_id: _builtins.str
     offline: _builtins.bool
+    revoked_by_admin: _builtins.bool
+    """The event it appends: false = the user logged out (`logged_out`), true = an administrator
+    revoked the session (`revoked`, reason "admin").
+    """
     def __init__(
         self,
         *,
         realm: _builtins.str = ...,
         session_id: _builtins.str = ...,
         offline: _builtins.bool = ...,
+        revoked_by_admin: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["offline", b"offline", "realm", b"realm", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offline", b"offline", "realm", b"realm", "revoked_by_admin", b"revoked_by_admin", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

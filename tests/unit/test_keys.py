@@ -83,6 +83,8 @@ def all_partition_keys(partition: int, ids: Ids) -> list[str]:
     result = [
         keys.pointer(partition, ids.session_id),
         keys.broker_session_hints(partition, ids.realm, ids.broker_session),
+        keys.expiry_index(partition),
+        keys.expiry_meta(partition),
     ]
     for offline in (False, True):
         result += [
@@ -238,11 +240,14 @@ class RecordingRepository(SessionRepository):
 
 
 def assert_one_slot_per_call(calls: Sequence[Call]) -> None:
-    """Every call's keys are in the partition of the shard it is sent to, so in one slot."""
+    """Every call's partition keys are in the partition of the shard it is sent to, so in one slot;
+    besides them a call may only take the shard's own event keys (keys.SHARD_KEYS)."""
     assert calls
     for call in calls:
-        assert [call.partition] * len(call.keys) == [keys.partition_of(k) for k in call.keys], call
-        assert {slot(keys.tag(call.partition))} == {slot(k) for k in call.keys}, call
+        partitioned = [k for k in call.keys if k not in keys.SHARD_KEYS]
+        assert partitioned, call
+        assert [call.partition] * len(partitioned) == [keys.partition_of(k) for k in partitioned], call
+        assert {slot(keys.tag(call.partition))} == {slot(k) for k in partitioned}, call
 
 
 def redirect_target(session_id: str) -> int:
@@ -275,6 +280,7 @@ class TestScriptCallKeys:
                 keys.pointer(partition, session_id),
                 keys.realm_index(partition, realm, offline=offline),
                 keys.client_index(partition, realm, offline=offline),
+                *keys.event_keys(partition),
             ),
         )
         assert expected == repo.calls[-1]
@@ -369,6 +375,8 @@ class TestScriptCallKeys:
                     keys.session(partition, brought, offline=False),
                     keys.user_index(partition, "master", "alice", offline=False),
                     keys.realm_index(partition, "master", offline=False),
+                    keys.client_index(partition, "master", offline=False),
+                    *keys.event_keys(partition),
                 ),
             ),
         ]
@@ -407,5 +415,5 @@ class TestScriptCallKeys:
 
         copy = repo.calls[-1]
         assert ("create_offline_session", user_partition(realm, user_id)) == (copy.script, copy.partition)
-        assert 6 == len(copy.keys)
+        assert 6 + len(keys.event_keys(0)) == len(copy.keys)
         assert_one_slot_per_call(repo.calls)

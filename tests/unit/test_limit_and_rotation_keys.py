@@ -52,6 +52,9 @@ TERMINATE = SessionLimits(
 )
 
 
+EVENT_KEYS = keys.event_keys(0)
+
+
 class TestLimitedCreateKeys:
     @SCRIPT_CALLS
     @given(realm=valid_ids, user_id=valid_ids, ids=st.lists(valid_ids, min_size=1, max_size=5, unique=True))
@@ -66,21 +69,23 @@ class TestLimitedCreateKeys:
 
         partition = user_partition(realm, user_id)
         first, retry = repo.calls[-2:]
-        assert 4 == len(first.keys)
-        assert first.keys[:4] == retry.keys[:4]
+        fixed = 4 + len(EVENT_KEYS)
+        assert fixed == len(first.keys)
+        assert first.keys == retry.keys[:fixed]
         assert keys.client_index(partition, realm, offline=False) == retry.keys[3]
-        assert [keys.session(partition, i, offline=False) for i in ids] == list(retry.keys[4:])
+        assert keys.event_keys(partition) == list(retry.keys[4:fixed])
+        assert [keys.session(partition, i, offline=False) for i in ids] == list(retry.keys[fixed:])
         assert_one_slot_per_call(repo.calls)
 
     @pytest.mark.parametrize("limits", [None, SessionLimits(), SessionLimits(client_id="app")])
     async def test_without_limits_a_create_is_one_call(self, limits: SessionLimits | None) -> None:
-        """No limits, or limits that are all 0, keep the create at one script call with three keys."""
+        """No limits, or limits that are all 0, keep the create at one script call with its fixed keys."""
         repo = RecordingRepository()
 
         with pytest.raises(CallRecordedError):
             await repo.create_user_session(NewUserSession(realm="master", user_id="alice"), limits=limits)
 
-        assert [("create_user_session", 3)] == [(c.script, len(c.keys)) for c in repo.calls]
+        assert [("create_user_session", 4 + len(EVENT_KEYS))] == [(c.script, len(c.keys)) for c in repo.calls]
 
 
 class TestLimitedAttachKeys:
@@ -111,11 +116,13 @@ class TestLimitedAttachKeys:
             keys.session(partition, session_id, offline=False),
             keys.pointer(partition, session_id),
             keys.client_index(partition, realm, offline=False),
+            *keys.event_keys(partition),
             keys.user_index(partition, realm, user_id, offline=False),
             keys.realm_index(partition, realm, offline=False),
             keys.session(partition, session_id, offline=False),
         ) == repo.calls[1].keys
-        assert [keys.session(partition, i, offline=False) for i in ids] == list(repo.calls[2].keys[5:])
+        fixed = 5 + len(EVENT_KEYS)
+        assert [keys.session(partition, i, offline=False) for i in ids] == list(repo.calls[2].keys[fixed:])
         assert_one_slot_per_call(repo.calls)
 
     async def test_without_a_client_limit_an_attach_is_one_call(self) -> None:
@@ -131,7 +138,9 @@ class TestLimitedAttachKeys:
                 limits=SessionLimits(realm_limit=2),
             )
 
-        assert [("attach_client_session", 3)] == [(c.script, len(c.keys)) for c in repo.calls]
+        assert [("attach_client_session", 3 + len(EVENT_KEYS))] == [
+            (c.script, len(c.keys)) for c in repo.calls
+        ]
 
 
 class TestUseRefreshTokenKeys:
@@ -158,6 +167,7 @@ class TestUseRefreshTokenKeys:
                     keys.pointer(partition, session_id),
                     keys.realm_index(partition, realm, offline=offline),
                     keys.client_index(partition, realm, offline=offline),
+                    *keys.event_keys(partition),
                 ),
             )
             == repo.calls[-1]

@@ -32,7 +32,7 @@ class TestConfigurationReference:
     def test_registry_names_exactly_the_variables_the_parser_reads(self) -> None:
         """Every name `Settings.from_env` reads is in ENV_VARS, and ENV_VARS lists nothing else."""
         source = Path(config.__file__).read_text(encoding="utf-8")
-        read = set(re.findall(r'\b(?:get|number)\(\s*"([A-Z_]+)"', source))
+        read = set(re.findall(r'\b(?:get|number|flag)\(\s*"([A-Z_]+)"', source))
         assert read == {var.name for var in ENV_VARS}
 
     def test_registry_defaults_are_the_parsers_defaults(self) -> None:

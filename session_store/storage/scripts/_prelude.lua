@@ -136,6 +136,7 @@ end
 local function sync_clients(p, key, cidx, sid, h, offline, user_max, user_dl, now)
   local live, dead = live_clients(p, h, offline, user_max, user_dl, now)
   for _, f in ipairs(dead) do
+    h[f] = nil
     redis.call('HDEL', key, f)
     redis.call('ZREM', cidx, client_member(string.sub(f, 3), sid))
   end
@@ -179,11 +180,14 @@ end
 
 -- Find the session for a by-id call: the session hash, else a redirect through the id's pointer.
 -- Returns the loaded hash; raises SS_NOT_FOUND (also for another realm's session) or SS_REDIRECT.
-local function find_session(key, ptr, realm, here)
+-- `on_missing` (optional) runs before SS_NOT_FOUND for a missing hash (scripts that end the session
+-- a dead hash stood for).
+local function find_session(key, ptr, realm, here, on_missing)
   local h = load_session(key)
   if h == nil then
     local target = redis.call('GET', ptr)
     if target and target ~= here then fail('SS_REDIRECT ' .. target) end
+    if on_missing then on_missing() end
     fail('SS_NOT_FOUND session not found')
   end
   if h.realm ~= realm then fail('SS_NOT_FOUND session not found') end
@@ -365,4 +369,119 @@ local function terminate_sessions(victims, uidx, ridx, cidx)
     ids[#ids + 1] = s.sid
   end
   return ids
+end
+
+-- Events (DESIGN invariant 6). A session is "begun" in its partition's expiry index (x: member
+-- "s <id>"/"o <id>" -> deadline ms, with xm: member -> what an event needs) by the script that
+-- creates it, and "ended" by whichever script removes it from there first: a logout, a revoke, a
+-- limit eviction, a bulk removal, the sweeper, a read that finds it dead. Only the call that removes
+-- the member appends the ending event, so every session ends exactly once. Scripts that take part
+-- get the event keys block (storage/keys.event_keys): x, xm, due, the shard's stream, its counters.
+
+local function event_keys(first)
+  local x = KEYS[first]
+  return {x = x, xm = KEYS[first + 1], due = KEYS[first + 2], ev = KEYS[first + 3], n = KEYS[first + 4],
+    part = string.match(x, '{(%x+)}')}
+end
+
+local function x_member(offline, sid)
+  if offline then return 'o ' .. sid end
+  return 's ' .. sid
+end
+
+-- Append one event to the shard's stream and count it. `clients` is a list of client ids.
+local function emit(ek, now, etype, offline, sid, realm, user, clients, why, deadline)
+  local f = {'t', etype, 'r', realm, 'u', user, 's', sid}
+  if offline then
+    f[#f + 1] = 'o'
+    f[#f + 1] = '1'
+  end
+  if clients and #clients > 0 then
+    f[#f + 1] = 'c'
+    f[#f + 1] = cjson.encode(clients)
+  end
+  if why then
+    f[#f + 1] = 'why'
+    f[#f + 1] = why
+  end
+  f[#f + 1] = 'at'
+  f[#f + 1] = now
+  if deadline then
+    f[#f + 1] = 'dl'
+    f[#f + 1] = deadline
+  end
+  redis.call('XADD', ek.ev, '*', unpack(f))
+  redis.call('HINCRBY', ek.n, 'e:' .. etype, 1)
+end
+
+-- The live client ids of a session hash, sorted (client sessions dead by their own deadline drop
+-- out at the session's next write).
+local function client_ids(h)
+  local ids = {}
+  for f, _ in pairs(h) do
+    if string.sub(f, 1, 2) == 'c:' then ids[#ids + 1] = string.sub(f, 3) end
+  end
+  table.sort(ids)
+  return ids
+end
+
+local function count_key(offline, realm)
+  if offline then return 'o:' .. realm end
+  return 's:' .. realm
+end
+
+-- Record (or move) a session's deadline and event data; the sweeper learns of it through `due`.
+local function x_track(ek, offline, sid, h, mx, dl)
+  local m = x_member(offline, sid)
+  redis.call('ZADD', ek.x, dl, m)
+  redis.call('HSET', ek.xm, m, cjson.encode({r = h.realm, u = h.user, m = mx, c = client_ids(h)}))
+  redis.call('ZADD', ek.due, 'LT', dl, ek.part)
+end
+
+-- End a session in the expiry index. Returns nil when it had ended already (another path won);
+-- else the event type appended: `etype` with `why`, or 'expired' when its deadline has passed.
+local function x_end(ek, now, offline, sid, etype, why)
+  local m = x_member(offline, sid)
+  local score = redis.call('ZSCORE', ek.x, m)
+  if not score then return nil end
+  score = tonumber(score)
+  local meta = cjson.decode(redis.call('HGET', ek.xm, m) or '{"r":"","u":"","m":-1,"c":[]}')
+  local deadline
+  if score <= now then
+    etype, deadline = 'expired', score
+    if meta.m ~= -1 and meta.m <= score then why = 'max' else why = 'idle' end
+  end
+  redis.call('ZREM', ek.x, m)
+  redis.call('HDEL', ek.xm, m)
+  local ck = count_key(offline, meta.r)
+  if redis.call('HINCRBY', ek.n, ck, -1) <= 0 then redis.call('HDEL', ek.n, ck) end
+  emit(ek, now, etype, offline, sid, meta.r, meta.u, meta.c, why, deadline)
+  return etype
+end
+
+-- A read or write that finds a session dead by its deadline ends it (the third path to expiry).
+local function x_expire_if_due(ek, now, offline, sid)
+  local score = redis.call('ZSCORE', ek.x, x_member(offline, sid))
+  if score and tonumber(score) <= now then x_end(ek, now, offline, sid, 'expired', nil) end
+end
+
+-- Begin a session: end a dead predecessor with the same id first (its event must not be lost),
+-- count it, record its deadline and append `created`.
+local function x_begin(ek, now, offline, sid, h, mx, dl)
+  x_expire_if_due(ek, now, offline, sid)
+  x_track(ek, offline, sid, h, mx, dl)
+  redis.call('HINCRBY', ek.n, count_key(offline, h.realm), 1)
+  emit(ek, now, 'created', offline, sid, h.realm, h.user, client_ids(h), nil, nil)
+end
+
+-- The ending of a session that a script found dead before its deadline: removed in bulk (its
+-- batch has not run yet) or remember-me no longer allowed by the realm.
+local function dead_reason(p, h)
+  if tonumber(h.st) < p.not_before then return 'revoked', 'realm_removed' end
+  return 'expired', 'remember_me'
+end
+
+-- Terminate sessions for a limit (Keycloak logs the oldest out): each ends as revoked (limit).
+local function end_victims(ek, now, victims)
+  for _, s in ipairs(victims) do x_end(ek, now, false, s.sid, 'revoked', 'limit') end
 end

@@ -2,15 +2,17 @@
 -- session with the same id; when the offline session exists, refresh it and add missing clients
 -- (Keycloak createOfflineUserSession + createOfflineClientSession, createOrUpdateOfflineSession).
 -- KEYS: 1 online session hash, 2 pointer, 3 offline session hash, 4 offline user index (uo:),
---       5 offline realm index (ro:), 6 offline client index (co:)
+--       5 offline realm index (ro:), 6 offline client index (co:), 7..11 event keys
 -- ARGV: HDR header; 17 realm, 18 this partition, 19 expected user id, 20.. client ids to copy
 -- Reply: session reply of the offline session
 -- Errors: SS_NOT_FOUND (no live online session), SS_REDIRECT <partition>,
 --         SS_STALE <user id> (the session's user is not the expected one: retry with its keys)
--- Writes: KEYS 3, 4, 5, 6
+-- Writes: KEYS 3..11 (event: created (offline) for a new offline session; the dead one it replaces
+--         ends first)
 local now = now_ms()
 local p = policy()
 local okey, uidx, ridx, cidx = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local ek = event_keys(7)
 local h = find_session(KEYS[1], KEYS[2], ARGV[17], ARGV[18])
 local alive = session_status(p, h, false, now)
 if not alive then fail('SS_NOT_FOUND session expired') end
@@ -22,6 +24,8 @@ local o = load_session(okey)
 local dead = {}
 -- A dead offline session is replaced; it is deleted below, after every check has passed.
 local replace_dead = o ~= nil and not session_status(p, o, true, now)
+local fresh = o == nil or replace_dead
+local dead_o = o
 if replace_dead then o = nil end
 if o == nil then
   o = {}
@@ -56,7 +60,10 @@ for _, c in ipairs(on_live) do
     o[f] = cjson.encode(cs)
   end
 end
-if replace_dead then redis.call('DEL', okey) end
+if replace_dead then
+  redis.call('DEL', okey)
+  x_end(ek, now, true, sid_of(okey), dead_reason(p, dead_o))
+end
 for _, f in ipairs(dead) do
   if o[f] == nil then
     redis.call('HDEL', okey, f)
@@ -83,4 +90,5 @@ else
 end
 index_add(ridx, dl, sid, now)
 local live = sync_clients(p, okey, cidx, sid, o, true, mx, dl, now)
+if fresh then x_begin(ek, now, true, sid, o, mx, dl) else x_track(ek, true, sid, o, mx, dl) end
 return session_reply(sid, o, dl, live)

@@ -1,27 +1,35 @@
 -- use_refresh_token: check, and record, one use of a refresh token on a client session (Keycloak §3:
 -- TokenManager.validateToken's session checks, then validateTokenReuse and the use count).
--- KEYS: 1 session hash (s:/o:), 2 pointer, 3 realm index (r:/ro:), 4 client index (c:/co:)
+-- KEYS: 1 session hash (s:/o:), 2 pointer, 3 realm index (r:/ro:), 4 client index (c:/co:),
+--       5..9 event keys
 -- ARGV: HDR header; 17 realm, 18 this partition, 19 offline (0/1), 20 client id, 21 token id (jti),
 --       22 reuse id (the chain; "" for tokens issued before rotation was on), 23 token iat (s),
 --       24 iat of the token this refresh issues (s, 0 = now), 25 introspect (0/1),
 --       26 revoke refresh token (0/1), 27 refresh token max reuse, 28 startup time (s: chain records
---       older than this never flag a token stale), 29 most chains kept per client session
+--       older than this never flag a token stale), 29 most chains kept per client session,
+--       30 append a `refreshed` event (0/1)
 -- Rotation state lives in the client session JSON: rt = {reuse id: [token id, use count, last iat]}
 -- (Keycloak's refreshToken / refreshTokenUse / refreshTokenLastRefresh notes of the chain).
 -- Reply: {"ok", use count, client id, client session JSON, client deadline ms}, or, for a refresh
 --        that failed rotation, {"rejected", "stale" | "reuse"} AFTER the client session was detached
 --        (a normal reply: an error reply must not follow writes)
--- Errors (nothing written): SS_NOT_FOUND (user or client session missing or dead), SS_REDIRECT
+-- Errors (nothing written, but a dead session is ended first: event expired): SS_NOT_FOUND (user or client session missing or dead), SS_REDIRECT
 --        <partition>, SS_RT_STALE (token issued before the session or client session started; or
 --        stale when introspecting), SS_RT_REUSE (over-used, when introspecting)
--- Writes: KEYS 1, 3, 4 on a refresh (nothing when introspecting); on a rejection KEYS 1, 4
+-- Writes: KEYS 1, 3..9 on a refresh (nothing when introspecting but ending a dead session); on a
+--         rejection KEYS 1, 4..9 (event: client_detached, reason refresh_token_reuse)
 local now = now_ms()
 local p = policy()
 local key, ridx, cidx = KEYS[1], KEYS[3], KEYS[4]
 local offline = ARGV[19] == '1'
-local h = find_session(key, KEYS[2], ARGV[17], ARGV[18])
+local ek = event_keys(5)
+local sid = sid_of(key)
+local h = find_session(key, KEYS[2], ARGV[17], ARGV[18], function() x_expire_if_due(ek, now, offline, sid) end)
 local alive, mx, idle = session_status(p, h, offline, now)
-if not alive then fail('SS_NOT_FOUND session expired') end
+if not alive then
+  x_expire_if_due(ek, now, offline, sid)
+  fail('SS_NOT_FOUND session expired')
+end
 local cid, jti, rid = ARGV[20], ARGV[21], ARGV[22]
 local f = 'c:' .. cid
 local dl = expires_at(mx, idle)
@@ -58,7 +66,10 @@ if ARGV[26] == '1' then
     -- Keycloak detaches the client session on any rotation failure: every token of the client in this
     -- user session stops working, the newest included.
     redis.call('HDEL', key, f)
-    redis.call('ZREM', cidx, client_member(cid, sid_of(key)))
+    redis.call('ZREM', cidx, client_member(cid, sid))
+    h[f] = nil
+    x_track(ek, offline, sid, h, mx, dl)
+    emit(ek, now, 'client_detached', offline, sid, h.realm, h.user, {cid}, 'refresh_token_reuse', nil)
     return {'rejected', verdict}
   end
   count = uses
@@ -89,7 +100,6 @@ if cs.n == nil or next(cs.n) == nil then cs.n = {} end
 h[f] = cjson.encode(cs)
 if at > tonumber(h.lr) then h.lr = tostring(at) end
 redis.call('HSET', key, f, h[f], 'lr', h.lr)
-local sid = sid_of(key)
 mx, idle = select(2, session_status(p, h, offline, now))
 dl = expires_at(mx, idle)
 expire_at(key, dl, now)
@@ -97,4 +107,6 @@ index_add(ridx, dl, sid, now)
 for _, c in ipairs(sync_clients(p, key, cidx, sid, h, offline, mx, dl, now)) do
   if c[1] == cid then cdl = c[3] end
 end
+x_track(ek, offline, sid, h, mx, dl)
+if ARGV[30] == '1' then emit(ek, now, 'refreshed', offline, sid, h.realm, h.user, client_ids(h), nil, nil) end
 return {'ok', count, cid, h[f], cdl}
