@@ -1,6 +1,7 @@
 """session-store: a clustered session store for Keycloak-like identity servers.
 
-The public surface: the clients, the error tree, the settings and the session value objects.
+The public surface: the clients, the error tree, the settings, the session value objects and the
+session events a watch delivers.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from session_store.client import AsyncSessionStoreClient, SessionStoreClient
 from session_store.config import Settings
 from session_store.errors import (
+    EventsTrimmedError,
     InvalidArgumentError,
     LimitExceededError,
     PartitionFrozenError,
@@ -24,6 +26,7 @@ from session_store.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from session_store.events.stream import EventType, SessionEvent
 from session_store.model.auth_session import (
     AuthenticationSession,
     AuthenticationSessionRemoval,
@@ -50,6 +53,8 @@ __all__ = [
     "BruteForceStrategy",
     "ClientPolicy",
     "ClientSession",
+    "EventType",
+    "EventsTrimmedError",
     "ExecutionStatus",
     "InvalidArgumentError",
     "LimitBehavior",
@@ -63,6 +68,7 @@ __all__ = [
     "RefreshTokenReuseError",
     "RefreshTokenUse",
     "RootAuthenticationSession",
+    "SessionEvent",
     "SessionExistsError",
     "SessionLimitExceededError",
     "SessionLimits",

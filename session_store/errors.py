@@ -13,6 +13,7 @@
     ├── InvalidArgumentError               (INVALID_ARGUMENT)
     ├── UnauthenticatedError               (UNAUTHENTICATED)
     ├── PermissionDeniedError              (PERMISSION_DENIED)
+    ├── EventsTrimmedError                 (OUT_OF_RANGE: a watch position whose events were trimmed)
     └── UnavailableError                   (UNAVAILABLE, safe to retry)
         ├── PartitionMovedError            (the partition lives on another shard now)
         ├── PartitionFrozenError           (the partition is being moved; retry in milliseconds)
@@ -109,6 +110,17 @@ class PermissionDeniedError(SessionStoreError):
     reason = "PERMISSION_DENIED"
 
 
+class EventsTrimmedError(SessionStoreError):
+    """A watch cannot continue from its position: events after it were trimmed from a shard's stream.
+
+    Nothing was delivered wrongly; the watcher fell behind (or resumed from too old a cursor) and must
+    start again from now or from the oldest retained event, re-reading state it may have missed.
+    """
+
+    code = "OUT_OF_RANGE"
+    reason = "EVENTS_TRIMMED"
+
+
 class UnavailableError(SessionStoreError):
     """A transient failure: the same call may succeed when retried."""
 
@@ -148,6 +160,7 @@ ERRORS_BY_REASON: dict[str, type[SessionStoreError]] = {
         InvalidArgumentError,
         UnauthenticatedError,
         PermissionDeniedError,
+        EventsTrimmedError,
         UnavailableError,
         PartitionMovedError,
         PartitionFrozenError,

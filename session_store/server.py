@@ -11,11 +11,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from session_store.api.auth_sessions import AuthenticationSessionsServicer
+from session_store.api.events import SessionEventsServicer
 from session_store.api.login_failures import LoginFailuresServicer
 from session_store.api.servicer import SessionStoreServicer, TestClockServicer
 from session_store.api.single_use import SingleUseObjectsServicer
 from session_store.config import Settings, ShardSettings
 from session_store.events.sweeper import Sweeper
+from session_store.events.watch import StreamHub
 from session_store.metrics import Metrics
 from session_store.model.clock import Clock, SystemClock, TestClock
 from session_store.model.limits import MAX_REQUEST_BYTES
@@ -30,6 +32,8 @@ from session_store.storage.single_use import SingleUseObjectRepository
 from session_store.v1 import (
     authentication_sessions_pb2,
     authentication_sessions_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
     login_failures_pb2,
     login_failures_pb2_grpc,
     session_store_pb2,
@@ -49,6 +53,7 @@ LOGIN_FAILURES_SERVICE_NAME = login_failures_pb2.DESCRIPTOR.services_by_name["Lo
 AUTH_SESSIONS_SERVICE_NAME = authentication_sessions_pb2.DESCRIPTOR.services_by_name[
     "AuthenticationSessions"
 ].full_name
+EVENTS_SERVICE_NAME = events_pb2.DESCRIPTOR.services_by_name["SessionEvents"].full_name
 
 
 class SessionStoreServer:
@@ -114,7 +119,10 @@ class SessionStoreServer:
             AuthenticationSessionsServicer(self.auth_sessions), self.server
         )
         names = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME, AUTH_SESSIONS_SERVICE_NAME]
-        names += [SINGLE_USE_SERVICE_NAME, LOGIN_FAILURES_SERVICE_NAME]
+        # One StreamHub per node: a blocking reader per shard, shared by every watch of this node.
+        self.events = StreamHub(self.router, socket_timeout=settings.redis.timeout_seconds)
+        events_pb2_grpc.add_SessionEventsServicer_to_server(SessionEventsServicer(self.events), self.server)
+        names += [SINGLE_USE_SERVICE_NAME, LOGIN_FAILURES_SERVICE_NAME, EVENTS_SERVICE_NAME]
         if isinstance(self.clock, TestClock):
             test_clock_pb2_grpc.add_TestClockServicer_to_server(TestClockServicer(self.clock), self.server)
             names.append(TEST_CLOCK_SERVICE_NAME)
@@ -159,9 +167,16 @@ class SessionStoreServer:
             self._sessions_refresh = asyncio.create_task(
                 self.metrics.run_session_refresh(self.sessions, self.policies)
             )
+        await self.events.start()
         await self.server.start()
         self.sweeper.start()
-        for name in ("", SERVICE_NAME, SINGLE_USE_SERVICE_NAME, LOGIN_FAILURES_SERVICE_NAME):
+        served = (
+            SERVICE_NAME,
+            SINGLE_USE_SERVICE_NAME,
+            LOGIN_FAILURES_SERVICE_NAME,
+            AUTH_SESSIONS_SERVICE_NAME,
+        )
+        for name in ("", *served, EVENTS_SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.health_server is not None:
             await self.health_server.start()
@@ -184,6 +199,8 @@ class SessionStoreServer:
         await self.health.enter_graceful_shutdown()
         if grace is None and self.settings.shutdown_delay_seconds > 0:
             await asyncio.sleep(self.settings.shutdown_delay_seconds)
+        # Watch streams never end by themselves and would hold server.stop for its whole grace.
+        await self.events.stop()
         await self.server.stop(self.settings.grace_seconds if grace is None else grace)
         if self.health_server is not None:
             # Kept up through the drain so probes read NOT_SERVING rather than a refused connection.

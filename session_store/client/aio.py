@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import grpc
 
+from session_store.api.convert_events import event_from_proto
 from session_store.client._base import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_TIMEOUT_SECONDS,
@@ -20,13 +21,27 @@ from session_store.client._base import (
     remove_sessions_request,
     should_retry,
 )
+from session_store.client._watch import (
+    DEFAULT_WATCH_ATTEMPTS,
+    ENDED_MESSAGE,
+    resume_request,
+    should_resume,
+    watch_request,
+)
+from session_store.errors import SessionStoreError, UnavailableError
+from session_store.events.stream import EventType, SessionEvent
 from session_store.model.session import RemovalProgress
 from session_store.v1 import (
     authentication_sessions_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
     login_failures_pb2_grpc,
     session_store_pb2_grpc,
     single_use_objects_pb2_grpc,
 )
+
+if TYPE_CHECKING:
+    from session_store.v1.events_pb2_grpc import SessionEventsAsyncStub
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -77,6 +92,7 @@ class AsyncSessionStoreClient:
             ),
             "SingleUseObjects": single_use_objects_pb2_grpc.SingleUseObjectsStub(self._channel),
             "LoginFailures": login_failures_pb2_grpc.LoginFailuresStub(self._channel),
+            "SessionEvents": events_pb2_grpc.SessionEventsStub(self._channel),
         }
         self._timeout = timeout
         self._max_attempts = max_attempts
@@ -140,6 +156,42 @@ class AsyncSessionStoreClient:
             raise error_from_rpc(err) from None
         return last
 
+    def watch(
+        self,
+        *,
+        realms: Iterable[str] = (),
+        types: Iterable[EventType] = (),
+        user_id: str = "",
+        after_cursor: str = "",
+        from_oldest: bool = False,
+        max_attempts: int = DEFAULT_WATCH_ATTEMPTS,
+    ) -> AsyncEventWatch:
+        """Follow session events as they happen, resuming by itself after disconnects.
+
+        Args:
+            realms: only events of these realms (empty: all).
+            types: only events of these types (empty: all).
+            user_id: only events of this user (needs `realms`).
+            after_cursor: continue right after this cursor (a `SessionEvent.cursor` or
+                `AsyncEventWatch.cursor` saved earlier).
+            from_oldest: without a cursor, start from the oldest retained event instead of now.
+            max_attempts: consecutive failed (re)connections before giving up.
+
+        Returns:
+            An async iterator of `SessionEvent`; nothing is sent until it is first awaited, and the
+            errors below come from iterating it. Close it (``aclose`` or ``async with``) to end the
+            watch.
+
+        Raises:
+            InvalidArgumentError: a bad filter or a malformed cursor.
+            EventsTrimmedError: the position was trimmed away (fell behind or too old a cursor).
+            UnavailableError: no server answered within `max_attempts`.
+        """
+        request = watch_request(
+            realms=realms, types=types, user_id=user_id, after_cursor=after_cursor, from_oldest=from_oldest
+        )
+        return AsyncEventWatch(self._stubs["SessionEvents"], request, max_attempts=max_attempts)
+
     create_user_session = _op(Operations.create_user_session)
     get_user_session = _op(Operations.get_user_session)
     touch_user_session = _op(Operations.touch_user_session)
@@ -178,3 +230,93 @@ class AsyncSessionStoreClient:
     clear_login_failure = _op(Operations.clear_login_failure)
     remove_login_failure = _op(Operations.remove_login_failure)
     remove_realm_login_failures = _op(Operations.remove_realm_login_failures)
+
+
+class AsyncEventWatch:
+    """An async iterator of `SessionEvent` from Watch, resumed after the last cursor when the stream
+    breaks (UNAVAILABLE, CANCELLED, a lost connection), with jittered back-off."""
+
+    def __init__(
+        self,
+        stub: SessionEventsAsyncStub,
+        request: events_pb2.WatchRequest,
+        *,
+        max_attempts: int = DEFAULT_WATCH_ATTEMPTS,
+    ) -> None:
+        """Prepare the watch; the first call is made when the iterator is first awaited."""
+        self._stub = stub
+        self._request = request
+        self._max_attempts = max_attempts
+        self._cursor = request.after_cursor
+        self._call: Any = None
+        self._closed = False
+        self._iterating = False
+        self._events = self._run()
+
+    @property
+    def cursor(self) -> str:
+        """The position after every message received so far (events and checkpoints); empty until the
+        first one arrives. Save it to continue later with `watch(after_cursor=...)`."""
+        return self._cursor
+
+    def __aiter__(self) -> AsyncEventWatch:
+        """The watch is its own iterator."""
+        return self
+
+    async def __anext__(self) -> SessionEvent:
+        """The next event.
+
+        Raises:
+            StopAsyncIteration: the watch was closed.
+            SessionStoreError: a subclass matching the server's status (see `watch`).
+        """
+        self._iterating = True
+        try:
+            return await self._events.__anext__()
+        finally:
+            self._iterating = False
+
+    async def aclose(self) -> None:
+        """End the watch (cancels the call); iterating afterwards stops."""
+        self._closed = True
+        if self._call is not None:
+            self._call.cancel()
+        if not self._iterating:  # else the running __anext__ sees the cancelled call and stops
+            await self._events.aclose()
+
+    async def __aenter__(self) -> AsyncEventWatch:
+        """Use as an async context manager; the watch ends on exit."""
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """End the watch."""
+        await self.aclose()
+
+    async def _run(self) -> AsyncGenerator[SessionEvent, None]:
+        attempt = 0
+        while not self._closed:
+            call = self._stub.Watch(resume_request(self._request, self._cursor))
+            self._call = call
+            error: SessionStoreError = UnavailableError(ENDED_MESSAGE)
+            try:
+                async for reply in call:
+                    attempt = 0
+                    self._cursor = reply.cursor
+                    event = event_from_proto(reply)
+                    if event is not None:
+                        yield event
+            except grpc.RpcError as err:
+                error = error_from_rpc(err)
+            except asyncio.CancelledError:
+                if self._closed:  # our own cancel of the call, from aclose
+                    return
+                raise
+            finally:
+                self._call = None
+                call.cancel()
+            if self._closed:
+                return
+            attempt += 1
+            if not should_resume(error, attempt, self._max_attempts):
+                raise error
+            await asyncio.sleep(backoff(attempt))

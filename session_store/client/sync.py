@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import grpc
 
+from session_store.api.convert_events import event_from_proto
 from session_store.client._base import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_TIMEOUT_SECONDS,
@@ -20,9 +22,20 @@ from session_store.client._base import (
     remove_sessions_request,
     should_retry,
 )
+from session_store.client._watch import (
+    DEFAULT_WATCH_ATTEMPTS,
+    ENDED_MESSAGE,
+    resume_request,
+    should_resume,
+    watch_request,
+)
+from session_store.errors import SessionStoreError, UnavailableError
+from session_store.events.stream import EventType, SessionEvent
 from session_store.model.session import RemovalProgress
 from session_store.v1 import (
     authentication_sessions_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
     login_failures_pb2_grpc,
     session_store_pb2_grpc,
     single_use_objects_pb2_grpc,
@@ -62,6 +75,7 @@ class SessionStoreClient:
             ),
             "SingleUseObjects": single_use_objects_pb2_grpc.SingleUseObjectsStub(self._channel),
             "LoginFailures": login_failures_pb2_grpc.LoginFailuresStub(self._channel),
+            "SessionEvents": events_pb2_grpc.SessionEventsStub(self._channel),
         }
         self._timeout = timeout
         self._max_attempts = max_attempts
@@ -122,6 +136,27 @@ class SessionStoreClient:
             raise error_from_rpc(err) from None
         return last
 
+    def watch(
+        self,
+        *,
+        realms: Iterable[str] = (),
+        types: Iterable[EventType] = (),
+        user_id: str = "",
+        after_cursor: str = "",
+        from_oldest: bool = False,
+        max_attempts: int = DEFAULT_WATCH_ATTEMPTS,
+    ) -> EventWatch:
+        """Follow session events, resuming by itself after disconnects; see AsyncSessionStoreClient.watch.
+
+        Returns:
+            An iterator of `SessionEvent`; nothing is sent until it is first iterated. Close it
+            (``close``, from any thread, or ``with``) to end the watch.
+        """
+        request = watch_request(
+            realms=realms, types=types, user_id=user_id, after_cursor=after_cursor, from_oldest=from_oldest
+        )
+        return EventWatch(self._stubs["SessionEvents"], request, max_attempts=max_attempts)
+
     create_user_session = _op(Operations.create_user_session)
     get_user_session = _op(Operations.get_user_session)
     touch_user_session = _op(Operations.touch_user_session)
@@ -160,3 +195,88 @@ class SessionStoreClient:
     clear_login_failure = _op(Operations.clear_login_failure)
     remove_login_failure = _op(Operations.remove_login_failure)
     remove_realm_login_failures = _op(Operations.remove_realm_login_failures)
+
+
+class EventWatch:
+    """An iterator of `SessionEvent` from Watch, resumed after the last cursor when the stream breaks;
+    see AsyncEventWatch."""
+
+    def __init__(
+        self,
+        stub: events_pb2_grpc.SessionEventsStub,
+        request: events_pb2.WatchRequest,
+        *,
+        max_attempts: int = DEFAULT_WATCH_ATTEMPTS,
+    ) -> None:
+        """Prepare the watch; the first call is made when the iterator is first advanced."""
+        self._stub = stub
+        self._request = request
+        self._max_attempts = max_attempts
+        self._cursor = request.after_cursor
+        self._call: Any = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._events = self._run()
+
+    @property
+    def cursor(self) -> str:
+        """The position after every message received so far (events and checkpoints); empty until the
+        first one arrives. Save it to continue later with `watch(after_cursor=...)`."""
+        return self._cursor
+
+    def __iter__(self) -> EventWatch:
+        """The watch is its own iterator."""
+        return self
+
+    def __next__(self) -> SessionEvent:
+        """The next event (blocks until there is one).
+
+        Raises:
+            StopIteration: the watch was closed.
+            SessionStoreError: a subclass matching the server's status (see `watch`).
+        """
+        return next(self._events)
+
+    def close(self) -> None:
+        """End the watch (cancels the call; a thread blocked in `next` gets StopIteration)."""
+        with self._lock:
+            self._closed = True
+            if self._call is not None:
+                self._call.cancel()
+
+    def __enter__(self) -> EventWatch:
+        """Use as a context manager; the watch ends on exit."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """End the watch."""
+        self.close()
+
+    def _run(self) -> Generator[SessionEvent, None, None]:
+        attempt = 0
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                call = self._stub.Watch(resume_request(self._request, self._cursor))
+                self._call = call
+            error: SessionStoreError = UnavailableError(ENDED_MESSAGE)
+            try:
+                for reply in call:
+                    attempt = 0
+                    self._cursor = reply.cursor
+                    event = event_from_proto(reply)
+                    if event is not None:
+                        yield event
+            except grpc.RpcError as err:
+                error = error_from_rpc(err)
+            finally:
+                with self._lock:
+                    self._call = None
+                call.cancel()
+            if self._closed:
+                return
+            attempt += 1
+            if not should_resume(error, attempt, self._max_attempts):
+                raise error
+            time.sleep(backoff(attempt))
