@@ -33,9 +33,11 @@ from typing import Any, TypeVar, cast
 import grpc
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
+from session_store.events.stats import PipelineStats
 from session_store.storage.policies import PolicyStore
-from session_store.storage.sessions import SessionRepository
 
 log = structlog.get_logger(__name__)
 
@@ -62,14 +64,15 @@ HANDLING_BUCKETS = (
 SCRIPT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 """Shard call time buckets, seconds (a Lua script on a local shard takes tens of microseconds)."""
 
-SESSIONS_REFRESH_SECONDS = 30.0
-"""How often `session_store_sessions` is recounted (each recount reads every partition's index)."""
+PIPELINE_REFRESH_SECONDS = 5.0
+"""How often the event pipeline's numbers (sessions by realm, events, lags) are read from the shards:
+three reads per shard, from counters the scripts keep (no scan)."""
 
 RECENT_REALM_SECONDS = 600.0
-"""A realm is counted while this node has used its policy within this many seconds."""
+"""A realm this node used within this many seconds keeps its sessions series, at 0 when it has none."""
 
-MAX_REALM_SERIES = 20
-"""At most this many realms get a `session_store_sessions` series (bounds label cardinality)."""
+MAX_REALM_SERIES = 100
+"""At most this many realms (the largest) get a `session_store_sessions` series (bounds cardinality)."""
 
 DOWN_KINDS = frozenset({"connection", "timeout", "loading", "masterdown", "readonly"})
 """Shard call error kinds after which the shard counts as down until a call succeeds."""
@@ -158,10 +161,30 @@ class Metrics:
         )
         self.sessions = Gauge(
             "session_store_sessions",
-            "Live sessions by realm and kind (online/offline), recounted periodically.",
+            "Sessions not yet ended by realm and kind (online/offline), from the shards' counters.",
             ("realm", "kind"),
             registry=r,
         )
+        self.stream_length = Gauge(
+            "session_store_event_stream_length",
+            "Entries in the shard's event stream.",
+            ("shard",),
+            registry=r,
+        )
+        self.sweeper_lag = Gauge(
+            "session_store_sweeper_lag_seconds",
+            "How long the shard's oldest passed deadline has waited for its expired event.",
+            ("shard",),
+            registry=r,
+        )
+        self.watchers = Gauge("session_store_watchers", "Watch streams open on this node.", registry=r)
+        self.watcher_lag = Gauge(
+            "session_store_watcher_lag_seconds",
+            "How far the slowest watch stream of this node is behind the newest event it has seen.",
+            registry=r,
+        )
+        self._events = _EventsCollector()
+        r.register(self._events)
         self.retries = Counter(
             "session_store_partition_retries",
             "Calls retried because their partition had moved or was frozen by resharding.",
@@ -190,26 +213,32 @@ class Metrics:
         for shard in shards:
             self.shard_up.labels(shard).set(1)
 
-    async def refresh_sessions(self, sessions: SessionRepository, policies: PolicyStore) -> None:
-        """Recount live sessions of the realms used recently (exact counts from the realm indexes).
+    def update_pipeline(self, stats: PipelineStats, recent_realms: list[str]) -> None:
+        """Set the event pipeline's series from a snapshot.
 
-        A realm whose count fails (a shard down) keeps its previous value; realms no longer used
-        lose their series.
+        Sessions by realm come from the shards' counters: the largest MAX_REALM_SERIES realms, plus
+        the realms this node used recently (0 when they have none). A shard that did not answer keeps
+        its stream and lag series; its sessions are missing from the totals until it answers.
         """
-        realms = policies.recent_realms(RECENT_REALM_SECONDS)[:MAX_REALM_SERIES]
-        for realm in realms:
+        counts = stats.sessions
+        by_realm: dict[str, int] = {}
+        for (realm, _), count in counts.items():
+            by_realm[realm] = by_realm.get(realm, 0) + count
+        largest = sorted(by_realm, key=lambda realm: (-by_realm[realm], realm))[:MAX_REALM_SERIES]
+        keep = set(largest) | set(recent_realms[:MAX_REALM_SERIES])
+        for realm in keep:
             for kind, offline in (("online", False), ("offline", True)):
-                try:
-                    count = await sessions.count_sessions(realm, offline=offline)
-                except Exception as exc:  # a metrics refresh must never stop the loop
-                    log.warning("session_count_failed", realm=realm, error=type(exc).__name__)
-                    continue
-                self.sessions.labels(realm, kind).set(count)
-        keep = set(realms)
+                self.sessions.labels(realm, kind).set(counts.get((realm, offline), 0))
         for labels in list(self._session_label_sets()):
             if labels[0] not in keep:
                 with contextlib.suppress(KeyError):
                     self.sessions.remove(*labels)
+        for name, shard in stats.shards.items():
+            self.stream_length.labels(name).set(shard.stream_length)
+            self.sweeper_lag.labels(name).set(shard.overdue_ms / 1000)
+        self.watchers.set(stats.watchers)
+        self.watcher_lag.set(max(stats.watcher_lags_ms, default=0) / 1000)
+        self._events.events = stats.events
 
     def _session_label_sets(self) -> list[tuple[str, str]]:
         return [
@@ -218,12 +247,26 @@ class Metrics:
             for sample in family.samples
         ]
 
-    async def run_session_refresh(
-        self, sessions: SessionRepository, policies: PolicyStore, interval: float = SESSIONS_REFRESH_SECONDS
+    async def refresh_pipeline(
+        self, source: Callable[[], Awaitable[PipelineStats]], policies: PolicyStore
     ) -> None:
-        """Refresh `session_store_sessions` every `interval` seconds until cancelled."""
+        """Read the pipeline's numbers once and set their series; a failure is logged, never raised."""
+        try:
+            stats = await source()
+        except Exception as exc:  # a metrics refresh must never stop the loop
+            log.warning("pipeline_stats_failed", error=type(exc).__name__)
+            return
+        self.update_pipeline(stats, policies.recent_realms(RECENT_REALM_SECONDS))
+
+    async def run_pipeline_refresh(
+        self,
+        source: Callable[[], Awaitable[PipelineStats]],
+        policies: PolicyStore,
+        interval: float = PIPELINE_REFRESH_SECONDS,
+    ) -> None:
+        """Refresh the pipeline's series every `interval` seconds until cancelled."""
         while True:
-            await self.refresh_sessions(sessions, policies)
+            await self.refresh_pipeline(source, policies)
             await asyncio.sleep(interval)
 
     # -- HTTP endpoint ------------------------------------------------------------------------
@@ -255,6 +298,22 @@ class Metrics:
     def interceptor(self) -> MetricsInterceptor:
         """The server interceptor recording the grpc_server_* series into this registry."""
         return MetricsInterceptor(self)
+
+
+class _EventsCollector(Collector):
+    """`session_store_events_total{type}`: the shards' own event counters (cluster-wide, monotonic
+    per shard), exported as a counter from the last snapshot."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, int] = {}
+
+    def collect(self) -> list[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "session_store_events", "Events appended to the shards' streams, by type.", labels=["type"]
+        )
+        for kind, count in sorted(self.events.items()):
+            family.add_metric([kind], count)
+        return [family]
 
 
 def _split_method(full_method: str) -> tuple[str, str]:

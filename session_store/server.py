@@ -16,6 +16,7 @@ from session_store.api.login_failures import LoginFailuresServicer
 from session_store.api.servicer import SessionStoreServicer, TestClockServicer
 from session_store.api.single_use import SingleUseObjectsServicer
 from session_store.config import Settings, ShardSettings
+from session_store.events.stats import PipelineStats, gather_pipeline_stats
 from session_store.events.sweeper import Sweeper
 from session_store.events.watch import StreamHub
 from session_store.metrics import Metrics
@@ -121,7 +122,9 @@ class SessionStoreServer:
         names = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME, AUTH_SESSIONS_SERVICE_NAME]
         # One StreamHub per node: a blocking reader per shard, shared by every watch of this node.
         self.events = StreamHub(self.router, socket_timeout=settings.redis.timeout_seconds)
-        events_pb2_grpc.add_SessionEventsServicer_to_server(SessionEventsServicer(self.events), self.server)
+        events_pb2_grpc.add_SessionEventsServicer_to_server(
+            SessionEventsServicer(self.events, self.pipeline_stats), self.server
+        )
         names += [SINGLE_USE_SERVICE_NAME, LOGIN_FAILURES_SERVICE_NAME, EVENTS_SERVICE_NAME]
         if isinstance(self.clock, TestClock):
             test_clock_pb2_grpc.add_TestClockServicer_to_server(TestClockServicer(self.clock), self.server)
@@ -165,7 +168,7 @@ class SessionStoreServer:
             self.metrics.mark_shards_up(list(self.router.shards))
             self.metrics_port = self.metrics.start_http(self.settings.metrics_listen)
             self._sessions_refresh = asyncio.create_task(
-                self.metrics.run_session_refresh(self.sessions, self.policies)
+                self.metrics.run_pipeline_refresh(self.pipeline_stats, self.policies)
             )
         await self.events.start()
         await self.server.start()
@@ -213,6 +216,17 @@ class SessionStoreServer:
             await self.metrics.stop_http()
         await self.sweeper.stop()
         await self.router.close()
+
+    async def pipeline_stats(self) -> PipelineStats:
+        """The event pipeline's numbers: the shards' counters, this node's watchers and sweeper."""
+        return await gather_pipeline_stats(
+            self.router,
+            self.clock,
+            watchers=lambda: (self.events.watcher_count, self.events.watcher_lags_ms()),
+            sweeper_expired=self.sweeper.stats.expired,
+            notifications=self.sweeper.stats.notifications,
+            listening=self.sweeper.stats.listening,
+        )
 
     async def wait(self) -> None:
         """Until the server terminates."""

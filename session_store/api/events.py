@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -14,8 +14,9 @@ import structlog
 
 from session_store.api import convert_events
 from session_store.api._status import to_status
-from session_store.api.servicer import Context
+from session_store.api.servicer import Context, rpc
 from session_store.errors import SessionStoreError
+from session_store.events.stats import PipelineStats
 from session_store.events.watch import StreamHub
 from session_store.v1 import events_pb2 as pb
 from session_store.v1 import events_pb2_grpc as pb_grpc
@@ -60,12 +61,24 @@ def stream_rpc(method: StreamHandler[Req, Resp]) -> StreamHandler[Req, Resp]:
     return wrapper
 
 
-class SessionEventsServicer(pb_grpc.SessionEventsServicer):
-    """The Watch RPC, over this node's StreamHub."""
+StatsSource = Callable[[], Awaitable[PipelineStats]]
+"""Gathers the event pipeline's numbers (see events.stats)."""
 
-    def __init__(self, hub: StreamHub) -> None:
-        """Serve the watches from this hub."""
+
+class SessionEventsServicer(pb_grpc.SessionEventsServicer):
+    """The Watch RPC, over this node's StreamHub, and the pipeline's numbers."""
+
+    def __init__(self, hub: StreamHub, stats: StatsSource) -> None:
+        """Serve the watches from this hub and the stats from `stats`."""
         self._hub = hub
+        self._stats = stats
+
+    @rpc
+    async def GetEventStats(  # noqa: N802 - gRPC method names are the proto's
+        self, request: pb.GetEventStatsRequest, context: Context
+    ) -> pb.EventStats:
+        """See the proto."""
+        return stats_to_proto(await self._stats())
 
     @stream_rpc
     async def Watch(  # noqa: N802 - gRPC method names are the proto's
@@ -78,3 +91,29 @@ class SessionEventsServicer(pb_grpc.SessionEventsServicer):
         async with contextlib.aclosing(items):
             async for item in items:
                 yield convert_events.event_to_proto(item.event, item.cursor)
+
+
+def stats_to_proto(stats: PipelineStats) -> pb.EventStats:
+    """The EventStats message of a snapshot."""
+    return pb.EventStats(
+        sessions=[
+            pb.RealmSessionCount(realm=realm, offline=offline, count=count)
+            for (realm, offline), count in sorted(stats.sessions.items())
+        ],
+        events_by_type=stats.events,
+        shards=[
+            pb.ShardEventStats(
+                shard=name,
+                stream_length=shard.stream_length,
+                sweeper_lag_ms=shard.overdue_ms,
+                listening=stats.listening.get(name, False),
+            )
+            for name, shard in sorted(stats.shards.items())
+        ],
+        unavailable_shards=list(stats.unavailable),
+        sweeper_lag_ms=stats.sweeper_lag_ms,
+        watchers=stats.watchers,
+        watcher_lags_ms=list(stats.watcher_lags_ms),
+        node_expired=stats.sweeper_expired,
+        node_notifications=stats.notifications,
+    )

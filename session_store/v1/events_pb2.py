@@ -24,19 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsession_store/v1/events.proto\x12\x10session_store.v1\"\xa7\x01\n\x0cWatchRequest\x12\x0e\n\x06realms\x18\x01 \x03(\t\x12*\n\x05types\x18\x02 \x03(\x0e\x32\x1b.session_store.v1.EventType\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\x08\x66rom_now\x18\x04 \x01(\x08H\x00\x12\x16\n\x0c\x61\x66ter_cursor\x18\x05 \x01(\tH\x00\x12\x15\n\x0b\x66rom_oldest\x18\x06 \x01(\x08H\x00\x42\x07\n\x05start\"\xdb\x01\n\x05\x45vent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12)\n\x04type\x18\x03 \x01(\x0e\x32\x1b.session_store.v1.EventType\x12\r\n\x05realm\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\x0f\n\x07offline\x18\x07 \x01(\x08\x12\x12\n\nclient_ids\x18\x08 \x03(\t\x12\x0e\n\x06reason\x18\t \x01(\t\x12\r\n\x05\x61t_ms\x18\n \x01(\x03\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x0b \x01(\x03*\xe4\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45VENT_TYPE_CREATED\x10\x01\x12\x18\n\x14\x45VENT_TYPE_REFRESHED\x10\x02\x12\x1e\n\x1a\x45VENT_TYPE_CLIENT_ATTACHED\x10\x03\x12\x1e\n\x1a\x45VENT_TYPE_CLIENT_DETACHED\x10\x04\x12\x19\n\x15\x45VENT_TYPE_LOGGED_OUT\x10\x05\x12\x16\n\x12\x45VENT_TYPE_REVOKED\x10\x06\x12\x16\n\x12\x45VENT_TYPE_EXPIRED\x10\x07\x32S\n\rSessionEvents\x12\x42\n\x05Watch\x12\x1e.session_store.v1.WatchRequest\x1a\x17.session_store.v1.Event0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsession_store/v1/events.proto\x12\x10session_store.v1\"\x16\n\x14GetEventStatsRequest\"\x84\x03\n\nEventStats\x12\x35\n\x08sessions\x18\x01 \x03(\x0b\x32#.session_store.v1.RealmSessionCount\x12\x46\n\x0e\x65vents_by_type\x18\x02 \x03(\x0b\x32..session_store.v1.EventStats.EventsByTypeEntry\x12\x31\n\x06shards\x18\x03 \x03(\x0b\x32!.session_store.v1.ShardEventStats\x12\x1a\n\x12unavailable_shards\x18\x04 \x03(\t\x12\x16\n\x0esweeper_lag_ms\x18\x05 \x01(\x03\x12\x10\n\x08watchers\x18\x06 \x01(\x05\x12\x17\n\x0fwatcher_lags_ms\x18\x07 \x03(\x03\x12\x14\n\x0cnode_expired\x18\x08 \x01(\x03\x12\x1a\n\x12node_notifications\x18\t \x01(\x03\x1a\x33\n\x11\x45ventsByTypeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"B\n\x11RealmSessionCount\x12\r\n\x05realm\x18\x01 \x01(\t\x12\x0f\n\x07offline\x18\x02 \x01(\x08\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"b\n\x0fShardEventStats\x12\r\n\x05shard\x18\x01 \x01(\t\x12\x15\n\rstream_length\x18\x02 \x01(\x03\x12\x16\n\x0esweeper_lag_ms\x18\x03 \x01(\x03\x12\x11\n\tlistening\x18\x04 \x01(\x08\"\xa7\x01\n\x0cWatchRequest\x12\x0e\n\x06realms\x18\x01 \x03(\t\x12*\n\x05types\x18\x02 \x03(\x0e\x32\x1b.session_store.v1.EventType\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\x08\x66rom_now\x18\x04 \x01(\x08H\x00\x12\x16\n\x0c\x61\x66ter_cursor\x18\x05 \x01(\tH\x00\x12\x15\n\x0b\x66rom_oldest\x18\x06 \x01(\x08H\x00\x42\x07\n\x05start\"\xdb\x01\n\x05\x45vent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12)\n\x04type\x18\x03 \x01(\x0e\x32\x1b.session_store.v1.EventType\x12\r\n\x05realm\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\x0f\n\x07offline\x18\x07 \x01(\x08\x12\x12\n\nclient_ids\x18\x08 \x03(\t\x12\x0e\n\x06reason\x18\t \x01(\t\x12\r\n\x05\x61t_ms\x18\n \x01(\x03\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x0b \x01(\x03*\xe4\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45VENT_TYPE_CREATED\x10\x01\x12\x18\n\x14\x45VENT_TYPE_REFRESHED\x10\x02\x12\x1e\n\x1a\x45VENT_TYPE_CLIENT_ATTACHED\x10\x03\x12\x1e\n\x1a\x45VENT_TYPE_CLIENT_DETACHED\x10\x04\x12\x19\n\x15\x45VENT_TYPE_LOGGED_OUT\x10\x05\x12\x16\n\x12\x45VENT_TYPE_REVOKED\x10\x06\x12\x16\n\x12\x45VENT_TYPE_EXPIRED\x10\x07\x32\xaa\x01\n\rSessionEvents\x12\x42\n\x05Watch\x12\x1e.session_store.v1.WatchRequest\x1a\x17.session_store.v1.Event0\x01\x12U\n\rGetEventStats\x12&.session_store.v1.GetEventStatsRequest\x1a\x1c.session_store.v1.EventStatsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'session_store.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTTYPE']._serialized_start=444
-  _globals['_EVENTTYPE']._serialized_end=672
-  _globals['_WATCHREQUEST']._serialized_start=52
-  _globals['_WATCHREQUEST']._serialized_end=219
-  _globals['_EVENT']._serialized_start=222
-  _globals['_EVENT']._serialized_end=441
-  _globals['_SESSIONEVENTS']._serialized_start=674
-  _globals['_SESSIONEVENTS']._serialized_end=757
+  _globals['_EVENTSTATS_EVENTSBYTYPEENTRY']._loaded_options = None
+  _globals['_EVENTSTATS_EVENTSBYTYPEENTRY']._serialized_options = b'8\001'
+  _globals['_EVENTTYPE']._serialized_start=1027
+  _globals['_EVENTTYPE']._serialized_end=1255
+  _globals['_GETEVENTSTATSREQUEST']._serialized_start=51
+  _globals['_GETEVENTSTATSREQUEST']._serialized_end=73
+  _globals['_EVENTSTATS']._serialized_start=76
+  _globals['_EVENTSTATS']._serialized_end=464
+  _globals['_EVENTSTATS_EVENTSBYTYPEENTRY']._serialized_start=413
+  _globals['_EVENTSTATS_EVENTSBYTYPEENTRY']._serialized_end=464
+  _globals['_REALMSESSIONCOUNT']._serialized_start=466
+  _globals['_REALMSESSIONCOUNT']._serialized_end=532
+  _globals['_SHARDEVENTSTATS']._serialized_start=534
+  _globals['_SHARDEVENTSTATS']._serialized_end=632
+  _globals['_WATCHREQUEST']._serialized_start=635
+  _globals['_WATCHREQUEST']._serialized_end=802
+  _globals['_EVENT']._serialized_start=805
+  _globals['_EVENT']._serialized_end=1024
+  _globals['_SESSIONEVENTS']._serialized_start=1258
+  _globals['_SESSIONEVENTS']._serialized_end=1428
 # @@protoc_insertion_point(module_scope)

@@ -75,6 +75,151 @@ EVENT_TYPE_EXPIRED: EventType.ValueType  # 7
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 @_typing.final
+class GetEventStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEventStatsRequest: _TypeAlias = GetEventStatsRequest  # noqa: Y015
+
+@_typing.final
+class EventStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class EventsByTypeEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    EVENTS_BY_TYPE_FIELD_NUMBER: _builtins.int
+    SHARDS_FIELD_NUMBER: _builtins.int
+    UNAVAILABLE_SHARDS_FIELD_NUMBER: _builtins.int
+    SWEEPER_LAG_MS_FIELD_NUMBER: _builtins.int
+    WATCHERS_FIELD_NUMBER: _builtins.int
+    WATCHER_LAGS_MS_FIELD_NUMBER: _builtins.int
+    NODE_EXPIRED_FIELD_NUMBER: _builtins.int
+    NODE_NOTIFICATIONS_FIELD_NUMBER: _builtins.int
+    sweeper_lag_ms: _builtins.int
+    """The longest time a passed deadline has waited for its `expired` event, over all shards (ms)."""
+    watchers: _builtins.int
+    """Watch streams open on this node, and how far behind the newest event each is (ms)."""
+    node_expired: _builtins.int
+    """Sessions this node's sweeper and notification listener ended, and notifications it received."""
+    node_notifications: _builtins.int
+    @_builtins.property
+    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RealmSessionCount]:
+        """Sessions not yet ended (a session past its deadline counts until its `expired` event)."""
+
+    @_builtins.property
+    def events_by_type(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Events appended since the shards' data began, by type name (created, expired, ...)."""
+
+    @_builtins.property
+    def shards(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShardEventStats]: ...
+    @_builtins.property
+    def unavailable_shards(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def watcher_lags_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        sessions: _abc.Iterable[Global___RealmSessionCount] | None = ...,
+        events_by_type: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        shards: _abc.Iterable[Global___ShardEventStats] | None = ...,
+        unavailable_shards: _abc.Iterable[_builtins.str] | None = ...,
+        sweeper_lag_ms: _builtins.int = ...,
+        watchers: _builtins.int = ...,
+        watcher_lags_ms: _abc.Iterable[_builtins.int] | None = ...,
+        node_expired: _builtins.int = ...,
+        node_notifications: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events_by_type", b"events_by_type", "node_expired", b"node_expired", "node_notifications", b"node_notifications", "sessions", b"sessions", "shards", b"shards", "sweeper_lag_ms", b"sweeper_lag_ms", "unavailable_shards", b"unavailable_shards", "watcher_lags_ms", b"watcher_lags_ms", "watchers", b"watchers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventStats: _TypeAlias = EventStats  # noqa: Y015
+
+@_typing.final
+class RealmSessionCount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REALM_FIELD_NUMBER: _builtins.int
+    OFFLINE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    realm: _builtins.str
+    offline: _builtins.bool
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        realm: _builtins.str = ...,
+        offline: _builtins.bool = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "offline", b"offline", "realm", b"realm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RealmSessionCount: _TypeAlias = RealmSessionCount  # noqa: Y015
+
+@_typing.final
+class ShardEventStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARD_FIELD_NUMBER: _builtins.int
+    STREAM_LENGTH_FIELD_NUMBER: _builtins.int
+    SWEEPER_LAG_MS_FIELD_NUMBER: _builtins.int
+    LISTENING_FIELD_NUMBER: _builtins.int
+    shard: _builtins.str
+    stream_length: _builtins.int
+    sweeper_lag_ms: _builtins.int
+    """How long the shard's oldest passed deadline has waited for its event (ms; 0 = none)."""
+    listening: _builtins.bool
+    """Whether this node's keyspace-notification listener is subscribed to the shard."""
+    def __init__(
+        self,
+        *,
+        shard: _builtins.str = ...,
+        stream_length: _builtins.int = ...,
+        sweeper_lag_ms: _builtins.int = ...,
+        listening: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["listening", b"listening", "shard", b"shard", "stream_length", b"stream_length", "sweeper_lag_ms", b"sweeper_lag_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShardEventStats: _TypeAlias = ShardEventStats  # noqa: Y015
+
+@_typing.final
 class WatchRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

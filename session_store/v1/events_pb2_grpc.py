@@ -40,6 +40,11 @@ class SessionEventsStub:
                 request_serializer=session__store_dot_v1_dot_events__pb2.WatchRequest.SerializeToString,
                 response_deserializer=session__store_dot_v1_dot_events__pb2.Event.FromString,
                 _registered_method=True)
+        self.GetEventStats = channel.unary_unary(
+                '/session_store.v1.SessionEvents/GetEventStats',
+                request_serializer=session__store_dot_v1_dot_events__pb2.GetEventStatsRequest.SerializeToString,
+                response_deserializer=session__store_dot_v1_dot_events__pb2.EventStats.FromString,
+                _registered_method=True)
 
 
 class SessionEventsServicer:
@@ -63,6 +68,15 @@ class SessionEventsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetEventStats(self, request, context):
+        """The event pipeline's numbers: cluster-wide ones from the shards' counters (kept by the scripts,
+        no scan), and this node's watchers and sweeper. A shard that does not answer is listed in
+        `unavailable_shards` and left out of the totals.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionEventsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -70,6 +84,11 @@ def add_SessionEventsServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=session__store_dot_v1_dot_events__pb2.WatchRequest.FromString,
                     response_serializer=session__store_dot_v1_dot_events__pb2.Event.SerializeToString,
+            ),
+            'GetEventStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEventStats,
+                    request_deserializer=session__store_dot_v1_dot_events__pb2.GetEventStatsRequest.FromString,
+                    response_serializer=session__store_dot_v1_dot_events__pb2.EventStats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -100,6 +119,33 @@ class SessionEvents:
             '/session_store.v1.SessionEvents/Watch',
             session__store_dot_v1_dot_events__pb2.WatchRequest.SerializeToString,
             session__store_dot_v1_dot_events__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEventStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/session_store.v1.SessionEvents/GetEventStats',
+            session__store_dot_v1_dot_events__pb2.GetEventStatsRequest.SerializeToString,
+            session__store_dot_v1_dot_events__pb2.EventStats.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,11 @@ class SessionEventsStub:
     UNAVAILABLE when the server shuts down (or, at the start, a shard to read from its oldest event
     cannot be reached): resume with after_cursor, on this or another server.
     """
+    GetEventStats: _grpc.UnaryUnaryMultiCallable[_events_pb2.GetEventStatsRequest, _events_pb2.EventStats]
+    """The event pipeline's numbers: cluster-wide ones from the shards' counters (kept by the scripts,
+    no scan), and this node's watchers and sweeper. A shard that does not answer is listed in
+    `unavailable_shards` and left out of the totals.
+    """
 
 @_typing.type_check_only
 class SessionEventsAsyncStub(SessionEventsStub):
@@ -71,6 +76,11 @@ class SessionEventsAsyncStub(SessionEventsStub):
     behind) were trimmed before they were read: start again with from_now or from_oldest;
     UNAVAILABLE when the server shuts down (or, at the start, a shard to read from its oldest event
     cannot be reached): resume with after_cursor, on this or another server.
+    """
+    GetEventStats: _aio.UnaryUnaryMultiCallable[_events_pb2.GetEventStatsRequest, _events_pb2.EventStats]  # type: ignore[assignment]
+    """The event pipeline's numbers: cluster-wide ones from the shards' counters (kept by the scripts,
+    no scan), and this node's watchers and sweeper. A shard that does not answer is listed in
+    `unavailable_shards` and left out of the totals.
     """
 
 class SessionEventsServicer(metaclass=_abc_1.ABCMeta):
@@ -93,6 +103,17 @@ class SessionEventsServicer(metaclass=_abc_1.ABCMeta):
         behind) were trimmed before they were read: start again with from_now or from_oldest;
         UNAVAILABLE when the server shuts down (or, at the start, a shard to read from its oldest event
         cannot be reached): resume with after_cursor, on this or another server.
+        """
+
+    @_abc_1.abstractmethod
+    def GetEventStats(
+        self,
+        request: _events_pb2.GetEventStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_events_pb2.EventStats, _abc.Awaitable[_events_pb2.EventStats]]:
+        """The event pipeline's numbers: cluster-wide ones from the shards' counters (kept by the scripts,
+        no scan), and this node's watchers and sweeper. A shard that does not answer is listed in
+        `unavailable_shards` and left out of the totals.
         """
 
 def add_SessionEventsServicer_to_server(servicer: SessionEventsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest
 
 from session_store.client import AsyncSessionStoreClient
@@ -19,9 +20,10 @@ from session_store.errors import SessionNotFoundError
 from session_store.model.clock import TestClock
 from session_store.model.ids import user_partition
 from session_store.model.policy import RealmPolicy
-from session_store.model.session import LimitBehavior, NewUserSession, SessionLimits
+from session_store.model.session import LimitBehavior, NewClientSession, NewUserSession, SessionLimits
 from session_store.server import SessionStoreServer
 from session_store.storage import keys
+from session_store.v1 import events_pb2, events_pb2_grpc
 
 REALM = "events"
 
@@ -321,9 +323,9 @@ async def node(
         await srv.stop(grace=0)
 
 
-async def short_lived_sessions(srv: SessionStoreServer, count: int) -> set[str]:
-    """`count` sessions of different users that go idle in one second (real clock)."""
-    await srv.policies.set(RealmPolicy(realm=REALM, sso_session_idle_timeout=1))
+async def short_lived_sessions(srv: SessionStoreServer, count: int, idle: int = 1) -> set[str]:
+    """`count` sessions of different users that go idle in `idle` seconds (real clock)."""
+    await srv.policies.set(RealmPolicy(realm=REALM, sso_session_idle_timeout=idle))
     created = await asyncio.gather(
         *(
             srv.sessions.create_user_session(NewUserSession(realm=REALM, user_id=f"u{i}"))
@@ -381,3 +383,65 @@ class TestRealTimeExpiry:
             ended_by = first.sweeper.stats.expired + second.sweeper.stats.expired
         assert sorted(ids) == sorted(e["s"] for e in expired)
         assert ended_by <= len(ids)
+
+    async def test_every_event_type_once_across_two_nodes(
+        self, flushed_shards: tuple[ShardSettings, ...]
+    ) -> None:
+        """Changes made through either node while both sweep and listen: each cause has exactly one event."""
+        async with (
+            node(flushed_shards, sweeper=True, notifications=True) as first,
+            node(flushed_shards, sweeper=True, notifications=True) as second,
+        ):
+            # Idle long enough for the changes below to land first on a loaded machine.
+            ids = sorted(await short_lived_sessions(first, 40, idle=4))
+            nodes = (first.sessions, second.sessions)
+            attached, detached, logged_out = ids[0:30], ids[0:10], ids[10:20]
+            for i, sid in enumerate(attached):
+                await nodes[i % 2].attach_client_session(
+                    REALM, sid, NewClientSession(client_id="app"), offline=False
+                )
+            for i, sid in enumerate(detached):
+                assert await nodes[i % 2].detach_client_session(REALM, sid, "app", offline=False)
+            for i, sid in enumerate(logged_out):
+                assert await nodes[i % 2].remove_user_session(REALM, sid, offline=False)
+            revoked = (await second.sessions.get_user_session(REALM, ids[20], offline=False)).user_id
+            assert 1 == await first.sessions.remove_user_sessions(REALM, revoked, offline=False)
+            expiring = set(ids) - set(logged_out) - {ids[20]}
+            await wait_for_expired(first, expiring, within=15)
+            events = await stream_events(first)
+        expected = {}
+        for sid in ids:
+            kinds_of = ["created"]
+            if sid in attached:
+                kinds_of.append("client_attached")
+            if sid in detached:
+                kinds_of.append("client_detached")
+            kinds_of.append("logged_out" if sid in logged_out else "revoked" if sid == ids[20] else "expired")
+            expected[sid] = kinds_of
+        assert expected == {sid: kinds(events, sid) for sid in ids}
+
+
+class TestEventStats:
+    """GetEventStats reports the scripts' counters, the sweeper's lag and this node's watchers."""
+
+    async def test_counts_and_lag_over_the_wire(
+        self, server: SessionStoreServer, client: AsyncSessionStoreClient, clock: TestClock
+    ) -> None:
+        """Sessions by realm and events by type are exact; a passed deadline shows as lag until swept."""
+        await client.set_realm_policy(RealmPolicy(realm=REALM, sso_session_idle_timeout=60))
+        first = await login(client)
+        await login(client, user="bob")
+        await client.remove_user_session(REALM, first)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = events_pb2_grpc.SessionEventsStub(channel)
+            stats = await stub.GetEventStats(events_pb2.GetEventStatsRequest())
+            assert [(REALM, False, 1)] == [(c.realm, c.offline, c.count) for c in stats.sessions]
+            assert {"created": 2, "logged_out": 1} == dict(stats.events_by_type)
+            assert 3 == sum(s.stream_length for s in stats.shards)
+            assert 0 == stats.sweeper_lag_ms
+            clock.advance(70)
+            lagging = await stub.GetEventStats(events_pb2.GetEventStatsRequest())
+            await server.sweeper.sweep_all()
+            swept = await stub.GetEventStats(events_pb2.GetEventStatsRequest())
+        assert 10_000 == lagging.sweeper_lag_ms
+        assert (0, [], 1) == (swept.sweeper_lag_ms, list(swept.sessions), swept.events_by_type["expired"])

@@ -191,12 +191,26 @@ class TestStoreMetrics:
         """A refresh sets live sessions for every realm used: 2 online in "kept", 0 in the emptied realm."""
         await traffic(metered.port)
         assert metered.metrics is not None
-        await metered.metrics.refresh_sessions(metered.sessions, metered.policies)
+        await metered.metrics.refresh_pipeline(metered.pipeline_stats, metered.policies)
         samples = scrape(metered.metrics_port)
         assert 2 == value(samples, "session_store_sessions", realm="kept", kind="online")
         assert 0 == value(samples, "session_store_sessions", realm="kept", kind="offline")
         assert 0 == value(samples, "session_store_sessions", realm="doomed", kind="online")
         assert 1 == len([s for s in samples if s.labels == {"realm": "doomed", "kind": "online"}])
+
+    async def test_event_pipeline_series(self, metered: SessionStoreServer) -> None:
+        """Events by type (3 created, 1 revoked), stream lengths and lags come from the shards' counters."""
+        await traffic(metered.port)
+        assert metered.metrics is not None
+        await metered.metrics.refresh_pipeline(metered.pipeline_stats, metered.policies)
+        samples = scrape(metered.metrics_port)
+        assert 3 == value(samples, "session_store_events_total", type="created")
+        assert 1 == value(samples, "session_store_events_total", type="revoked")
+        lengths = [s.value for s in samples if s.name == "session_store_event_stream_length"]
+        assert 4 == sum(lengths)
+        assert len(metered.router.shards) == len(lengths)
+        assert {0.0} == {s.value for s in samples if s.name == "session_store_sweeper_lag_seconds"}
+        assert 0 == value(samples, "session_store_watchers")
 
     async def test_retries_exported_at_zero(self, metered: SessionStoreServer) -> None:
         """Retries on moved/frozen partitions exist from the start, at 0 (no resharding yet)."""
@@ -208,7 +222,7 @@ class TestStoreMetrics:
         """No label value is a session id or a user id used by the traffic."""
         ids, _ = await traffic(metered.port)
         assert metered.metrics is not None
-        await metered.metrics.refresh_sessions(metered.sessions, metered.policies)
+        await metered.metrics.refresh_pipeline(metered.pipeline_stats, metered.policies)
         label_values = {v for s in scrape(metered.metrics_port) for v in s.labels.values()}
         assert set() == label_values & {*ids, *USERS, "no-such-session"}
 
