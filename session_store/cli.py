@@ -15,7 +15,11 @@ from session_store.embedded import EmbeddedRedisError, EmbeddedShards
 from session_store.errors import SessionStoreError
 from session_store.logging import configure_logging
 from session_store.model.clock import TestClock
+from session_store.security.encryption import NoteCipher
+from session_store.security.rotation import rotate_keys
 from session_store.server import SessionStoreServer, run_until_signal
+from session_store.storage.router import Router
+from session_store.storage.shard import Shard
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +66,32 @@ async def _serve(settings: Settings, *, test_clock: bool) -> int:
             log.info("embedded_shards_stopped")
 
 
+async def _rotate(settings: Settings, *, rate: float) -> int:
+    if not settings.redis.shards or not settings.encryption_keys_file:
+        print(
+            "session-store: keys rotate needs SESSION_STORE_REDIS_URLS and "
+            "SESSION_STORE_ENCRYPTION_KEYS_FILE",
+            file=sys.stderr,
+        )
+        return 2
+    cipher = NoteCipher.from_file(settings.encryption_keys_file)
+    router = Router(
+        {
+            s.name: Shard(s.name, s.url, socket_timeout=settings.redis.timeout_seconds)
+            for s in settings.redis.shards
+        }
+    )
+    try:
+        await router.connect(attempts=settings.redis.startup_attempts)
+        await rotate_keys(router, cipher, max_keys_per_second=rate)
+    except SessionStoreError as exc:
+        log.error("key_rotation_failed", error=exc.message)
+        return 1
+    finally:
+        await router.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run it; returns the exit code."""
     parser = argparse.ArgumentParser(prog="session-store", description="Clustered session store.")
@@ -73,15 +103,25 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="use a frozen clock moved by the TestClock RPC (tests only, never production)",
     )
+    keys_cmd = sub.add_parser("keys", help="manage the encryption keys of stored notes")
+    keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True)
+    rotate = keys_sub.add_parser(
+        "rotate", help="re-encrypt every note value under the newest key (the service may keep running)"
+    )
+    rotate.add_argument("--rate", type=float, default=2000.0, help="most hashes rewritten per second")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
-        if args.listen:
+        if getattr(args, "listen", None):
             settings = dataclasses.replace(settings, listen=args.listen)
+        if settings.encryption_keys_file:
+            NoteCipher.from_file(settings.encryption_keys_file)  # a bad key file fails before anything starts
     except SettingsError as exc:
         print(f"session-store: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, json=settings.log_json)
+    if args.command == "keys":
+        return asyncio.run(_rotate(settings, rate=args.rate))
     try:
         return asyncio.run(_serve(settings, test_clock=args.test_clock))
     except EmbeddedRedisError as exc:

@@ -139,6 +139,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
         str(DEFAULT_EVENTS_MAX_AGE_SECONDS),
         "how long events are kept (approximate: trimmed with MINID ~ by the sweeper)",
     ),
+    EnvVar(
+        "ENCRYPTION_KEYS_FILE",
+        "",
+        "JSON key ring for encrypting note values at rest (AES-256-GCM; docs/security.md); empty stores "
+        "notes in clear",
+    ),
     EnvVar("LOG_LEVEL", DEFAULT_LOG_LEVEL, "`debug`, `info`, `warning` or `error`"),
     EnvVar("LOG_JSON", "auto", "`true`, `false` or `auto` (console when stderr is a terminal, else JSON)"),
 )
@@ -277,6 +283,7 @@ class Settings:
     policy_refresh_seconds: float = DEFAULT_POLICY_REFRESH_SECONDS
     redis: RedisSettings = field(default_factory=RedisSettings)
     events: EventSettings = field(default_factory=EventSettings)
+    encryption_keys_file: Path | None = None
 
     def __post_init__(self) -> None:
         """Validate ranges.
@@ -351,6 +358,7 @@ class Settings:
                 data_dir=Path(get("DATA_DIR", DEFAULT_DATA_DIR)),
                 server_binary=get("REDIS_SERVER_BINARY", ""),
             ),
+            encryption_keys_file=Path(keys_file) if (keys_file := get("ENCRYPTION_KEYS_FILE", "")) else None,
             events=EventSettings(
                 refreshed=flag("EVENTS_REFRESHED", DEFAULT_EVENTS_REFRESHED),
                 notifications=flag("EVENTS_NOTIFICATIONS", DEFAULT_EVENTS_NOTIFICATIONS),

@@ -22,6 +22,7 @@ from session_store.events.watch import StreamHub
 from session_store.metrics import Metrics
 from session_store.model.clock import Clock, SystemClock, TestClock
 from session_store.model.limits import MAX_REQUEST_BYTES
+from session_store.security.encryption import NO_ENCRYPTION, NoteCipher
 from session_store.storage.auth_sessions import AuthenticationSessionRepository
 from session_store.storage.bulk import BulkRemoval
 from session_store.storage.login_failures import LoginFailureRepository
@@ -92,7 +93,15 @@ class SessionStoreServer:
             }
         )
         self.policies = PolicyStore(self.router, settings.policy_refresh_seconds)
-        self.sessions = SessionRepository(self.router, self.policies, self.clock, settings.events)
+        # Encryption of note values at rest; a bad key file fails here, before anything connects.
+        self.cipher = (
+            NoteCipher.from_file(settings.encryption_keys_file)
+            if settings.encryption_keys_file
+            else NO_ENCRYPTION
+        )
+        self.sessions = SessionRepository(
+            self.router, self.policies, self.clock, settings.events, self.cipher
+        )
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
             interceptors=[self.metrics.interceptor()] if self.metrics else None,
@@ -107,7 +116,7 @@ class SessionStoreServer:
         session_store_pb2_grpc.add_SessionStoreServicer_to_server(
             SessionStoreServicer(self.sessions, self.policies, self.bulk), self.server
         )
-        self.single_use = SingleUseObjectRepository(self.router, self.clock)
+        self.single_use = SingleUseObjectRepository(self.router, self.clock, self.cipher)
         single_use_objects_pb2_grpc.add_SingleUseObjectsServicer_to_server(
             SingleUseObjectsServicer(self.single_use), self.server
         )
@@ -115,7 +124,9 @@ class SessionStoreServer:
         login_failures_pb2_grpc.add_LoginFailuresServicer_to_server(
             LoginFailuresServicer(self.login_failures), self.server
         )
-        self.auth_sessions = AuthenticationSessionRepository(self.router, self.policies, self.clock)
+        self.auth_sessions = AuthenticationSessionRepository(
+            self.router, self.policies, self.clock, self.cipher
+        )
         authentication_sessions_pb2_grpc.add_AuthenticationSessionsServicer_to_server(
             AuthenticationSessionsServicer(self.auth_sessions), self.server
         )

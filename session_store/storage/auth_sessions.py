@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from session_store.errors import SessionExistsError
@@ -33,6 +33,7 @@ from session_store.model.limits import (
     MAX_ROOT_AUTH_SESSION_BYTES,
 )
 from session_store.model.policy import auth_session_lifespan, auth_sessions_limit
+from session_store.security.encryption import NO_ENCRYPTION, NoteCipher
 from session_store.storage import keys
 from session_store.storage.policies import CachedPolicy, PolicyStore
 from session_store.storage.router import Router
@@ -41,8 +42,12 @@ MAX_MINT_ATTEMPTS = 3
 """How often a freshly minted root or tab id is drawn again when it is taken (practically never)."""
 
 
-def _decode_tab(root_id: str, tab_id: str, raw: str) -> AuthenticationSession:
+def _decode_tab(realm: str, root_id: str, tab_id: str, raw: str, cipher: NoteCipher) -> AuthenticationSession:
     data = json.loads(raw)
+
+    def notes(short: str) -> dict[str, str]:
+        return cipher.decrypt_map(data.get(short) or {}, realm, root_id, tab_id, short)
+
     return AuthenticationSession(
         tab_id=tab_id,
         root_id=root_id,
@@ -55,15 +60,19 @@ def _decode_tab(root_id: str, tab_id: str, raw: str) -> AuthenticationSession:
         execution_status={k: ExecutionStatus(int(v)) for k, v in (data.get("x") or {}).items()},
         required_actions=tuple(sorted(data.get("q") or ())),
         client_scopes=tuple(sorted(data.get("s") or ())),
-        user_session_notes=dict(data.get("un") or {}),
-        auth_notes=dict(data.get("an") or {}),
-        client_notes=dict(data.get("cn") or {}),
+        user_session_notes=notes("un"),
+        auth_notes=notes("an"),
+        client_notes=notes("cn"),
     )
 
 
-def _decode_root(realm: str, root_id: str, reply: Sequence[Any]) -> RootAuthenticationSession:
+def _decode_root(
+    realm: str, root_id: str, reply: Sequence[Any], cipher: NoteCipher
+) -> RootAuthenticationSession:
     timestamp, deadline, flat = reply
-    tabs = {flat[i]: _decode_tab(root_id, flat[i], flat[i + 1]) for i in range(0, len(flat), 2)}
+    tabs = {
+        flat[i]: _decode_tab(realm, root_id, flat[i], flat[i + 1], cipher) for i in range(0, len(flat), 2)
+    }
     return RootAuthenticationSession(
         id=root_id,
         realm=realm,
@@ -73,8 +82,12 @@ def _decode_root(realm: str, root_id: str, reply: Sequence[Any]) -> RootAuthenti
     )
 
 
-def _change_json(update: AuthenticationSessionUpdate) -> str:
-    """The change as update_auth_session.lua takes it (see its header); empty parts left out."""
+def _change_json(
+    update: AuthenticationSessionUpdate, seal: Callable[[str, Mapping[str, str]], dict[str, str]]
+) -> str:
+    """The change as update_auth_session.lua takes it (see its header); empty parts left out.
+
+    `seal(kind, notes)` encrypts the note values of a kind ("un", "an", "cn") for the tab."""
     change: dict[str, Any] = {}
     for short, value in (
         ("r", update.redirect_uri),
@@ -90,11 +103,11 @@ def _change_json(update: AuthenticationSessionUpdate) -> str:
         "qr": list(update.remove_required_actions),
         "qa": list(update.add_required_actions),
         "unr": list(update.remove_user_session_notes),
-        "uns": dict(update.set_user_session_notes),
+        "uns": seal("un", update.set_user_session_notes),
         "anr": list(update.remove_auth_notes),
-        "ans": dict(update.set_auth_notes),
+        "ans": seal("an", update.set_auth_notes),
         "cnr": list(update.remove_client_notes),
-        "cns": dict(update.set_client_notes),
+        "cns": seal("cn", update.set_client_notes),
     }
     change.update({k: v for k, v in parts.items() if v})
     if update.client_scopes is not None:
@@ -107,11 +120,14 @@ def _change_json(update: AuthenticationSessionUpdate) -> str:
 class AuthenticationSessionRepository:
     """Root authentication sessions and their tabs on the shards of a router."""
 
-    def __init__(self, router: Router, policies: PolicyStore, clock: Clock) -> None:
+    def __init__(
+        self, router: Router, policies: PolicyStore, clock: Clock, cipher: NoteCipher = NO_ENCRYPTION
+    ) -> None:
         """Use `router` for placement, `policies` for lifespan and tab limit, `clock` for now."""
         self._router = router
         self._policies = policies
         self._clock = clock
+        self._cipher = cipher
 
     async def _call(
         self, script: str, realm: str, root_id: str, args: Sequence[str], cached: CachedPolicy | None = None
@@ -138,7 +154,7 @@ class AuthenticationSessionRepository:
         """
         if root_id is not None:
             reply = await self._call("get_or_create_root_auth_session", realm, root_id, ["0"])
-            return _decode_root(realm, root_id, reply)
+            return _decode_root(realm, root_id, reply, self._cipher)
         for attempt in range(1, MAX_MINT_ATTEMPTS + 1):
             minted = mint_session_id(secrets.randbelow(PARTITION_COUNT))
             try:
@@ -147,7 +163,7 @@ class AuthenticationSessionRepository:
                 if attempt == MAX_MINT_ATTEMPTS:
                     raise
                 continue
-            return _decode_root(realm, minted, reply)
+            return _decode_root(realm, minted, reply, self._cipher)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     async def get_root_authentication_session(self, realm: str, root_id: str) -> RootAuthenticationSession:
@@ -157,7 +173,7 @@ class AuthenticationSessionRepository:
             SessionNotFoundError: missing or expired.
         """
         reply = await self._call("get_root_auth_session", realm, root_id, [])
-        return _decode_root(realm, root_id, reply)
+        return _decode_root(realm, root_id, reply, self._cipher)
 
     async def remove_root_authentication_session(self, realm: str, root_id: str) -> bool:
         """Remove a root and its tabs; True when a live root was removed."""
@@ -172,7 +188,7 @@ class AuthenticationSessionRepository:
             SessionNotFoundError: missing or expired.
         """
         reply = await self._call("restart_root_auth_session", realm, root_id, [])
-        return _decode_root(realm, root_id, reply)
+        return _decode_root(realm, root_id, reply, self._cipher)
 
     async def create_authentication_session(
         self, realm: str, root_id: str, client_id: str
@@ -199,7 +215,7 @@ class AuthenticationSessionRepository:
                 if attempt == MAX_MINT_ATTEMPTS:
                     raise
                 continue
-            return _decode_tab(root_id, reply[0], reply[1])
+            return _decode_tab(realm, root_id, reply[0], reply[1], self._cipher)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     async def get_authentication_session(
@@ -212,7 +228,7 @@ class AuthenticationSessionRepository:
                 another client's.
         """
         reply = await self._call("get_auth_session", realm, root_id, [tab_id, client_id])
-        return _decode_tab(root_id, reply[0], reply[1])
+        return _decode_tab(realm, root_id, reply[0], reply[1], self._cipher)
 
     async def update_authentication_session(
         self, realm: str, root_id: str, tab_id: str, client_id: str, update: AuthenticationSessionUpdate
@@ -237,10 +253,12 @@ class AuthenticationSessionRepository:
                 str(MAX_CLIENT_SCOPES),
                 str(MAX_AUTH_SESSION_BYTES),
                 str(MAX_ROOT_AUTH_SESSION_BYTES),
-                _change_json(update),
+                _change_json(
+                    update, lambda kind, notes: self._cipher.encrypt_map(notes, realm, root_id, tab_id, kind)
+                ),
             ],
         )
-        return _decode_tab(root_id, reply[0], reply[1])
+        return _decode_tab(realm, root_id, reply[0], reply[1], self._cipher)
 
     async def remove_authentication_session(
         self, realm: str, root_id: str, tab_id: str

@@ -48,6 +48,7 @@ from session_store.model.session import (
     UserSession,
     UserSessionState,
 )
+from session_store.security.encryption import NO_ENCRYPTION, NoteCipher
 from session_store.storage import keys
 from session_store.storage._errors import RedirectError, StaleHintError
 from session_store.storage.policies import CachedPolicy, PolicyStore
@@ -81,10 +82,11 @@ def _flat_map(flat: Sequence[str]) -> dict[str, str]:
 
 
 def _decode_client(
-    client_id: str, raw: str, deadline: int, session_id: str, *, offline: bool
+    client_id: str, raw: str, deadline: int, session_id: str, *, offline: bool, realm: str, cipher: NoteCipher
 ) -> ClientSession:
     data = json.loads(raw)
     notes = data.get("n") or {}
+    notes = cipher.decrypt_map(notes, realm, session_id, "c", client_id) if isinstance(notes, dict) else {}
     return ClientSession(
         client_id=client_id,
         user_session_id=session_id,
@@ -95,24 +97,29 @@ def _decode_client(
         timestamp=int(data["t"]),
         started=int(data["s"]),
         user_session_started=int(data["us"]),
-        notes=dict(notes) if isinstance(notes, dict) else {},
+        notes=notes,
         expires_at_ms=int(deadline),
     )
 
 
-def _decode_session(reply: Sequence[Any], *, offline: bool) -> UserSession:
+def _decode_session(reply: Sequence[Any], *, offline: bool, cipher: NoteCipher) -> UserSession:
     session_id, deadline, flat, client_deadlines = reply
     fields = _flat_map(flat)
     cdl = _flat_map(client_deadlines)
-    notes = {k[2:]: v for k, v in fields.items() if k.startswith("n:")}
+    realm = fields["realm"]
+    notes = cipher.decrypt_map(
+        {k[2:]: v for k, v in fields.items() if k.startswith("n:")}, realm, session_id, "n"
+    )
     clients = {
-        k[2:]: _decode_client(k[2:], v, int(cdl[k[2:]]), session_id, offline=offline)
+        k[2:]: _decode_client(
+            k[2:], v, int(cdl[k[2:]]), session_id, offline=offline, realm=realm, cipher=cipher
+        )
         for k, v in fields.items()
         if k.startswith("c:")
     }
     return UserSession(
         id=session_id,
-        realm=fields["realm"],
+        realm=realm,
         user_id=fields["user"],
         offline=offline,
         login_username=fields.get("login", ""),
@@ -167,14 +174,20 @@ class SessionRepository:
     """User, client and offline sessions on the shards of a router."""
 
     def __init__(
-        self, router: Router, policies: PolicyStore, clock: Clock, events: EventSettings | None = None
+        self,
+        router: Router,
+        policies: PolicyStore,
+        clock: Clock,
+        events: EventSettings | None = None,
+        cipher: NoteCipher = NO_ENCRYPTION,
     ) -> None:
         """Use `router` for placement, `policies` for the realm rules, `clock` for now; `events` says
-        which optional events the scripts append."""
+        which optional events the scripts append; `cipher` encrypts note values at rest."""
         self._router = router
         self._policies = policies
         self._clock = clock
         self._events = events or EventSettings()
+        self._cipher = cipher
 
     def _header(self, cached: CachedPolicy) -> list[str]:
         return [self._clock.script_now(), *cached.args]
@@ -284,7 +297,7 @@ class SessionRepository:
                 new.broker_user_id,
                 str(int(new.state)),
                 *_limit_args(limits),
-                *_counted_notes(new.notes),
+                *_counted_notes(self._cipher.encrypt_map(new.notes, new.realm, sid, "n")),
             ]
             base_keys = [
                 keys.session(partition, sid, offline=False),
@@ -305,7 +318,7 @@ class SessionRepository:
             if claimed:
                 await self._release(home, sid, partition)
             raise
-        session = _decode_session(reply[1], offline=False)
+        session = _decode_session(reply[1], offline=False, cipher=self._cipher)
         return dataclasses.replace(session, evicted_session_ids=tuple(reply[2]))
 
     async def _limited(
@@ -359,7 +372,7 @@ class SessionRepository:
             extra_keys=keys.event_keys,
             args=["1" if offline else "0"],
         )
-        return _decode_session(reply, offline=offline)
+        return _decode_session(reply, offline=offline, cipher=self._cipher)
 
     async def touch_user_session(
         self,
@@ -387,7 +400,7 @@ class SessionRepository:
             ],
             args=["1" if offline else "0", str(at), "1" if self._events.refreshed else "0", *client_ids],
         )
-        return _decode_session(reply, offline=offline)
+        return _decode_session(reply, offline=offline, cipher=self._cipher)
 
     async def update_user_session(
         self,
@@ -414,10 +427,10 @@ class SessionRepository:
             args=[
                 "1" if offline else "0",
                 "" if state is None else str(int(state)),
-                *_note_args(set_notes, remove_notes),
+                *_note_args(self._cipher.encrypt_map(set_notes, realm, session_id, "n"), remove_notes),
             ],
         )
-        return _decode_session(reply, offline=offline)
+        return _decode_session(reply, offline=offline, cipher=self._cipher)
 
     async def remove_user_session(
         self, realm: str, session_id: str, *, offline: bool, revoked_by_admin: bool = False
@@ -466,7 +479,7 @@ class SessionRepository:
             UnavailableError: the user's sessions kept changing for MAX_LIMIT_ATTEMPTS calls.
         """
         head = ["1" if offline else "0", new.client_id, new.redirect_uri, new.action, new.protocol]
-        notes = _counted_notes(new.notes)
+        notes = _counted_notes(self._cipher.encrypt_map(new.notes, realm, session_id, "c", new.client_id))
         if limits is not None and limits.client_limit > 0:
             if offline:
                 raise InvalidArgumentError("session limits apply to online sessions only")
@@ -479,7 +492,9 @@ class SessionRepository:
             extra_keys=lambda p: [keys.client_index(p, realm, offline=offline), *keys.event_keys(p)],
             args=[*head, "", "0", "0", *notes],
         )
-        return _decode_client(reply[1], reply[2], int(reply[3]), session_id, offline=offline)
+        return _decode_client(
+            reply[1], reply[2], int(reply[3]), session_id, offline=offline, realm=realm, cipher=self._cipher
+        )
 
     async def _attach_limited(
         self,
@@ -496,7 +511,7 @@ class SessionRepository:
             partition, reply = await self._by_id(
                 "get_user_session", realm, session_id, offline=False, extra_keys=keys.event_keys, args=["0"]
             )
-            user_id = _decode_session(reply, offline=False).user_id
+            user_id = _decode_session(reply, offline=False, cipher=self._cipher).user_id
             try:
                 reply = await self._limited(
                     partition,
@@ -514,7 +529,9 @@ class SessionRepository:
                 )
             except (StaleHintError, RedirectError):
                 continue  # the id now names another user's session, or it moved: read it again
-            client = _decode_client(reply[1], reply[2], int(reply[3]), session_id, offline=False)
+            client = _decode_client(
+                reply[1], reply[2], int(reply[3]), session_id, offline=False, realm=realm, cipher=self._cipher
+            )
             return dataclasses.replace(client, evicted_session_ids=tuple(reply[4]))
         raise UnavailableError("the session kept changing; retry")
 
@@ -578,7 +595,9 @@ class SessionRepository:
             raise RefreshTokenReuseError(
                 "the refresh token was used more often than allowed; the client session was detached"
             )
-        client = _decode_client(reply[2], reply[3], int(reply[4]), session_id, offline=offline)
+        client = _decode_client(
+            reply[2], reply[3], int(reply[4]), session_id, offline=offline, realm=realm, cipher=self._cipher
+        )
         return RefreshTokenUse(use_count=int(reply[1]), client_session=client)
 
     async def get_client_session(
@@ -618,7 +637,8 @@ class SessionRepository:
         args = ["1" if offline else "0", client_id]
         for value in (redirect_uri, action, protocol):
             args += ["0", ""] if value is None else ["1", value]
-        args += [str(timestamp), *_note_args(set_notes, remove_notes)]
+        encrypted = self._cipher.encrypt_map(set_notes, realm, session_id, "c", client_id)
+        args += [str(timestamp), *_note_args(encrypted, remove_notes)]
         _, reply = await self._by_id(
             "update_client_session",
             realm,
@@ -627,7 +647,9 @@ class SessionRepository:
             extra_keys=lambda p: [keys.client_index(p, realm, offline=offline)],
             args=args,
         )
-        return _decode_client(reply[0], reply[1], int(reply[2]), session_id, offline=offline)
+        return _decode_client(
+            reply[0], reply[1], int(reply[2]), session_id, offline=offline, realm=realm, cipher=self._cipher
+        )
 
     async def detach_client_session(
         self, realm: str, session_id: str, client_id: str, *, offline: bool
@@ -673,7 +695,7 @@ class SessionRepository:
             offline=offline,
             index_keys=[keys.user_index(partition, realm, user_id, offline=offline)],
         )
-        return [_decode_session(r, offline=offline) for r in replies]
+        return [_decode_session(r, offline=offline, cipher=self._cipher) for r in replies]
 
     async def remove_user_sessions(self, realm: str, user_id: str, *, offline: bool) -> int:
         """Remove every session (online or offline) of a user atomically; returns how many lived."""
@@ -743,7 +765,7 @@ class SessionRepository:
             )
         except (StaleHintError, RedirectError) as exc:
             raise SessionNotFoundError("session not found") from exc
-        return _decode_session(reply, offline=True)
+        return _decode_session(reply, offline=True, cipher=self._cipher)
 
     async def _shard_now(self, shard_name: str) -> int:
         now = self._clock.script_now()
@@ -823,7 +845,7 @@ class SessionRepository:
                 )
             except (SessionNotFoundError, RedirectError):
                 continue
-            found.append(_decode_session(reply, offline=offline))
+            found.append(_decode_session(reply, offline=offline, cipher=self._cipher))
         return found
 
     async def find_by_broker_session_id(self, realm: str, broker_session_id: str) -> UserSession:

@@ -14,6 +14,7 @@ from typing import Any
 from session_store.model.clock import Clock
 from session_store.model.ids import lookup_partition
 from session_store.model.single_use import SingleUseObject
+from session_store.security.encryption import NO_ENCRYPTION, NoteCipher
 from session_store.storage import keys
 from session_store.storage.router import Router
 
@@ -25,11 +26,12 @@ def _note_args(notes: Mapping[str, str]) -> list[str]:
     return args
 
 
-def _decode(key: str, reply: Sequence[Any]) -> SingleUseObject:
+def _decode(realm: str, key: str, reply: Sequence[Any], cipher: NoteCipher) -> SingleUseObject:
     deadline, flat = reply
+    notes = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
     return SingleUseObject(
         key=key,
-        notes={flat[i]: flat[i + 1] for i in range(0, len(flat), 2)},
+        notes=cipher.decrypt_map(notes, realm, "su", key),
         expires_at_ms=int(deadline),
     )
 
@@ -37,10 +39,11 @@ def _decode(key: str, reply: Sequence[Any]) -> SingleUseObject:
 class SingleUseObjectRepository:
     """Single-use objects on the shards of a router; keys are namespaced by realm."""
 
-    def __init__(self, router: Router, clock: Clock) -> None:
+    def __init__(self, router: Router, clock: Clock, cipher: NoteCipher = NO_ENCRYPTION) -> None:
         """Use `router` for placement and `clock` for now."""
         self._router = router
         self._clock = clock
+        self._cipher = cipher
 
     async def _call(self, partition: int, script: str, keys_: Sequence[str], args: Sequence[str]) -> Any:
         return await self._router.shard_for(partition).call(script, keys_, args)
@@ -64,7 +67,10 @@ class SingleUseObjectRepository:
             UnavailableError: the object's shard is unavailable.
         """
         deadline = await self._on_object(
-            "put_single_use_object", realm, key, [str(lifespan_seconds * 1000), *_note_args(notes)]
+            "put_single_use_object",
+            realm,
+            key,
+            [str(lifespan_seconds * 1000), *_note_args(self._cipher.encrypt_map(notes, realm, "su", key))],
         )
         return SingleUseObject(key=key, notes=dict(notes), expires_at_ms=int(deadline))
 
@@ -81,7 +87,9 @@ class SingleUseObjectRepository:
         Raises:
             SessionNotFoundError: no live object under the key.
         """
-        return _decode(key, await self._on_object("get_single_use_object", realm, key, []))
+        return _decode(
+            realm, key, await self._on_object("get_single_use_object", realm, key, []), self._cipher
+        )
 
     async def take_single_use_object(self, realm: str, key: str) -> SingleUseObject:
         """Remove the object under `key` and return it; only one of any racing callers gets it.
@@ -89,11 +97,14 @@ class SingleUseObjectRepository:
         Raises:
             SessionNotFoundError: no live object under the key (never there, expired, or taken).
         """
-        return _decode(key, await self._on_object("take_single_use_object", realm, key, []))
+        return _decode(
+            realm, key, await self._on_object("take_single_use_object", realm, key, []), self._cipher
+        )
 
     async def replace_single_use_object(self, realm: str, key: str, notes: Mapping[str, str]) -> bool:
         """Replace the notes of the live object under `key`, keeping its expiry; False when absent."""
-        reply = await self._on_object("replace_single_use_object", realm, key, _note_args(notes))
+        encrypted = self._cipher.encrypt_map(notes, realm, "su", key)
+        reply = await self._on_object("replace_single_use_object", realm, key, _note_args(encrypted))
         return int(reply) == 1
 
     async def contains_single_use_object(self, realm: str, key: str) -> bool:

@@ -146,7 +146,7 @@ class TestUpdateValidation:
             authenticated_user_id=user,
         )
 
-        change = json.loads(_change_json(update))
+        change = json.loads(_change_json(update, lambda _kind, values: dict(values)))
 
         expected: dict[str, Any] = {}
         if user is not None:

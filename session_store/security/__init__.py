@@ -1,0 +1,1 @@
+"""Security: caller authentication and realm authorisation, encryption of stored notes, token checks."""
