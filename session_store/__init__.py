@@ -6,11 +6,12 @@ session events a watch delivers.
 
 from __future__ import annotations
 
-from session_store.client import AsyncSessionStoreClient, SessionStoreClient
+from session_store.client import AsyncSessionStoreClient, ClientTLS, SessionStoreClient
 from session_store.config import Settings
 from session_store.errors import (
     EventsTrimmedError,
     InvalidArgumentError,
+    InvalidTokenError,
     LimitExceededError,
     PartitionFrozenError,
     PartitionMovedError,
@@ -19,10 +20,13 @@ from session_store.errors import (
     RefreshTokenReuseError,
     SessionExistsError,
     SessionLimitExceededError,
+    SessionNotActiveError,
     SessionNotFoundError,
     SessionStoreError,
     ShardUnavailableError,
     StaleRefreshTokenError,
+    StoreMemoryLowError,
+    TokenExpiredError,
     UnauthenticatedError,
     UnavailableError,
 )
@@ -44,6 +48,7 @@ from session_store.model.session import (
     UserSessionState,
 )
 from session_store.model.single_use import SingleUseObject
+from session_store.model.token import TokenKind, ValidatedToken
 
 __all__ = [
     "AsyncSessionStoreClient",
@@ -53,10 +58,12 @@ __all__ = [
     "BruteForceStrategy",
     "ClientPolicy",
     "ClientSession",
+    "ClientTLS",
     "EventType",
     "EventsTrimmedError",
     "ExecutionStatus",
     "InvalidArgumentError",
+    "InvalidTokenError",
     "LimitBehavior",
     "LimitExceededError",
     "LoginFailure",
@@ -72,6 +79,7 @@ __all__ = [
     "SessionExistsError",
     "SessionLimitExceededError",
     "SessionLimits",
+    "SessionNotActiveError",
     "SessionNotFoundError",
     "SessionStoreClient",
     "SessionStoreError",
@@ -79,8 +87,12 @@ __all__ = [
     "ShardUnavailableError",
     "SingleUseObject",
     "StaleRefreshTokenError",
+    "StoreMemoryLowError",
+    "TokenExpiredError",
+    "TokenKind",
     "UnauthenticatedError",
     "UnavailableError",
     "UserSession",
     "UserSessionState",
+    "ValidatedToken",
 ]

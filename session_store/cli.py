@@ -17,9 +17,12 @@ from session_store.logging import configure_logging
 from session_store.model.clock import TestClock
 from session_store.security.encryption import NoteCipher
 from session_store.security.rotation import rotate_keys
+from session_store.security.setup import ServerSecurity
+from session_store.security.tokens import check_token_files
+from session_store.security.transport import exposure
 from session_store.server import SessionStoreServer, run_until_signal
+from session_store.storage.access import build_shards, load_redis_access
 from session_store.storage.router import Router
-from session_store.storage.shard import Shard
 
 log = structlog.get_logger(__name__)
 
@@ -75,12 +78,8 @@ async def _rotate(settings: Settings, *, rate: float) -> int:
         )
         return 2
     cipher = NoteCipher.from_file(settings.encryption_keys_file)
-    router = Router(
-        {
-            s.name: Shard(s.name, s.url, socket_timeout=settings.redis.timeout_seconds)
-            for s in settings.redis.shards
-        }
-    )
+    # The service's TLS and credentials; no memory guard: rotation rewrites existing hashes only.
+    router = Router(build_shards(settings.redis, settings.redis.shards, guard=False))
     try:
         await router.connect(attempts=settings.redis.startup_attempts)
         await rotate_keys(router, cipher, max_keys_per_second=rate)
@@ -103,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="use a frozen clock moved by the TestClock RPC (tests only, never production)",
     )
+    serve.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        help="serve the API beyond loopback without TLS and caller authentication "
+        "(as SESSION_STORE_ALLOW_INSECURE_REMOTE=true; logged as a warning)",
+    )
     keys_cmd = sub.add_parser("keys", help="manage the encryption keys of stored notes")
     keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True)
     rotate = keys_sub.add_parser(
@@ -116,6 +121,16 @@ def main(argv: list[str] | None = None) -> int:
             settings = dataclasses.replace(settings, listen=args.listen)
         if settings.encryption_keys_file:
             NoteCipher.from_file(settings.encryption_keys_file)  # a bad key file fails before anything starts
+        check_token_files(settings.tokens)  # so does a bad token realms, JWKS or secret file
+        load_redis_access(settings.redis)  # and a bad Redis password or TLS file
+        if getattr(args, "allow_insecure", False):
+            settings = dataclasses.replace(
+                settings, auth=dataclasses.replace(settings.auth, allow_insecure_remote=True)
+            )
+        if args.command == "serve":
+            # Bad TLS, JWKS or callers files and an unprotected non-loopback API fail before anything starts.
+            ServerSecurity(settings.auth)
+            exposure(settings.listen, settings.auth)
     except SettingsError as exc:
         print(f"session-store: {exc}", file=sys.stderr)
         return 2

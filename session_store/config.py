@@ -27,6 +27,13 @@ DEFAULT_LOG_LEVEL = "info"
 DEFAULT_REDIS_TIMEOUT_SECONDS = 2.0
 DEFAULT_REDIS_CONNECTIONS = 2
 DEFAULT_STARTUP_ATTEMPTS = 20
+# Redis access (docs/security.md, "Redis access"): the server-name check is on unless turned off.
+DEFAULT_REDIS_TLS_CHECK_HOSTNAME = True
+# An allkeys-* eviction policy can drop any key, sessions and realm policies included: refused.
+DEFAULT_REDIS_ALLOW_EVICTION = False
+# Creates are refused at this share of a shard's maxmemory, so refreshes and logouts keep headroom.
+DEFAULT_REDIS_MEMORY_GUARD_PERCENT = 90.0
+DEFAULT_REDIS_MEMORY_POLL_SECONDS = 1.0
 DEFAULT_POLICY_REFRESH_SECONDS = 1.0
 DEFAULT_EVENTS_REFRESHED = False
 DEFAULT_EVENTS_NOTIFICATIONS = True
@@ -34,6 +41,24 @@ DEFAULT_EVENTS_SWEEPER = True
 DEFAULT_EVENTS_SWEEP_INTERVAL_SECONDS = 0.25
 DEFAULT_EVENTS_MAX_LENGTH = 500_000
 DEFAULT_EVENTS_MAX_AGE_SECONDS = 86_400.0
+# Empty: no realm is configured for token validation (ValidateToken answers FAILED_PRECONDITION).
+DEFAULT_TOKEN_REALMS_FILE = ""
+DEFAULT_TOKEN_KEYS_RELOAD_SECONDS = 30.0
+# Caller authentication (session_store/security/, docs/security.md). All off: every caller is admin
+# of every realm, which is safe only on loopback or a unix socket (the server refuses anything else).
+DEFAULT_AUTH_JWT_AUDIENCE = "session-store"
+# Callers' tokens are verified with public keys only: no HS* (a shared secret), never `none`.
+DEFAULT_AUTH_JWT_ALGORITHMS = (
+    *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
+    *("ES256", "ES384", "EdDSA"),
+)
+AUTH_JWT_KNOWN_ALGORITHMS = (*DEFAULT_AUTH_JWT_ALGORITHMS, "ES512")
+DEFAULT_AUTH_JWT_LEEWAY_SECONDS = 30.0
+DEFAULT_AUTH_JWT_IDENTITY_CLAIM = "sub"
+DEFAULT_AUTH_JWT_REALMS_CLAIM = "realms"
+DEFAULT_AUTH_JWT_ROLE_CLAIM = "role"
+DEFAULT_AUTH_UNIX_IDENTITY = "local"
+DEFAULT_ALLOW_INSECURE_REMOTE = False
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -96,6 +121,58 @@ ENV_VARS: tuple[EnvVar, ...] = (
         str(DEFAULT_STARTUP_ATTEMPTS),
         "pings per shard at start (0.5 s apart) before giving up",
     ),
+    EnvVar(
+        "REDIS_TLS_CA_FILE",
+        "",
+        "PEM CA bundle that verifies the shards' certificates (`rediss://` URLs); empty: the system trust "
+        "store",
+    ),
+    EnvVar(
+        "REDIS_TLS_CERT_FILE",
+        "",
+        "PEM client certificate (chain) presented to the shards (`tls-auth-clients`); needs "
+        "`SESSION_STORE_REDIS_TLS_KEY_FILE`",
+    ),
+    EnvVar(
+        "REDIS_TLS_KEY_FILE",
+        "",
+        "PEM private key of `SESSION_STORE_REDIS_TLS_CERT_FILE` (unencrypted; a file, never a value)",
+    ),
+    EnvVar(
+        "REDIS_TLS_CHECK_HOSTNAME",
+        _flag_text(DEFAULT_REDIS_TLS_CHECK_HOSTNAME),
+        "check that a shard's certificate names the URL's host (DNS or IP SAN); the chain is verified "
+        "either way",
+    ),
+    EnvVar(
+        "REDIS_USERNAME",
+        "",
+        "Redis ACL user for shards whose URL names none (with `SESSION_STORE_REDIS_PASSWORD_FILE`); "
+        "empty: `default`",
+    ),
+    EnvVar(
+        "REDIS_PASSWORD_FILE",
+        "",
+        "file holding the Redis password (one line) for shards whose URL carries none; read once at "
+        "start. A URL's `user:password@` wins for its shard",
+    ),
+    EnvVar(
+        "REDIS_ALLOW_EVICTION",
+        _flag_text(DEFAULT_REDIS_ALLOW_EVICTION),
+        "start even when a shard's `maxmemory-policy` is `allkeys-*` (it may evict sessions, indexes "
+        "and realm policies; `volatile-*` starts with a warning, `noeviction` is right)",
+    ),
+    EnvVar(
+        "REDIS_MEMORY_GUARD_PERCENT",
+        f"{DEFAULT_REDIS_MEMORY_GUARD_PERCENT:g}",
+        "refuse creates (RESOURCE_EXHAUSTED `STORE_MEMORY_LOW`) on a shard at this share of its "
+        "`maxmemory`, so refresh and logout keep working; 0 turns the guard off (as does `maxmemory 0`)",
+    ),
+    EnvVar(
+        "REDIS_MEMORY_POLL_SECONDS",
+        str(DEFAULT_REDIS_MEMORY_POLL_SECONDS),
+        "how often each shard's `INFO memory` is read for the memory guard (0.05-60)",
+    ),
     EnvVar("GRACE_SECONDS", str(DEFAULT_GRACE_SECONDS), "drain time on SIGTERM/SIGINT, in seconds"),
     EnvVar(
         "SHUTDOWN_DELAY_SECONDS",
@@ -144,6 +221,84 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "",
         "JSON key ring for encrypting note values at rest (AES-256-GCM; docs/security.md); empty stores "
         "notes in clear",
+    ),
+    EnvVar(
+        "TOKEN_REALMS_FILE",
+        DEFAULT_TOKEN_REALMS_FILE,
+        "YAML or JSON file mapping each realm to its token-validation settings (issuer, audiences, "
+        "algorithms, leeway, JWKS file; docs/security.md); empty: ValidateToken is off for every realm",
+    ),
+    EnvVar(
+        "TOKEN_KEYS_RELOAD_SECONDS",
+        str(DEFAULT_TOKEN_KEYS_RELOAD_SECONDS),
+        "least time between two re-reads of a realm's JWKS file (an unknown `kid` or a changed file "
+        "triggers one); 0 re-reads on every unknown `kid`",
+    ),
+    EnvVar(
+        "TLS_CERT_FILE",
+        "",
+        "PEM certificate chain the API listener presents (TLS on a TCP listener); needs "
+        "`SESSION_STORE_TLS_KEY_FILE`; empty: plaintext",
+    ),
+    EnvVar("TLS_KEY_FILE", "", "PEM private key of `SESSION_STORE_TLS_CERT_FILE` (a file, never a value)"),
+    EnvVar(
+        "TLS_CLIENT_CA_FILE",
+        "",
+        "PEM CA bundle: callers must present a client certificate it signed (mutual TLS; the caller is "
+        "`tls:<URI SAN, else DNS SAN, else CN>`, docs/security.md); needs the TLS certificate",
+    ),
+    EnvVar(
+        "AUTH_JWT_KEYS_FILE",
+        "",
+        "JWKS file (public keys, each with a `kid`; re-read when a token names an unknown `kid`) that "
+        "verifies callers' `authorization: Bearer` tokens; empty: bearer tokens are refused",
+    ),
+    EnvVar("AUTH_JWT_ISSUER", "", "the `iss` callers' tokens must carry (required with the keys file)"),
+    EnvVar("AUTH_JWT_AUDIENCE", DEFAULT_AUTH_JWT_AUDIENCE, "the `aud` callers' tokens must contain"),
+    EnvVar(
+        "AUTH_JWT_ALGORITHMS",
+        ",".join(DEFAULT_AUTH_JWT_ALGORITHMS),
+        "comma-separated `alg`s accepted for callers' tokens: RS*, PS*, ES256/384/512, EdDSA (never "
+        "`none` or HS*: callers' tokens are verified with public keys only)",
+    ),
+    EnvVar(
+        "AUTH_JWT_LEEWAY_SECONDS",
+        str(DEFAULT_AUTH_JWT_LEEWAY_SECONDS),
+        "clock skew allowed on `exp` and `nbf` of callers' tokens (0-300 s)",
+    ),
+    EnvVar(
+        "AUTH_JWT_IDENTITY_CLAIM",
+        DEFAULT_AUTH_JWT_IDENTITY_CLAIM,
+        "claim naming the caller (its identity is `jwt:<value>`)",
+    ),
+    EnvVar(
+        "AUTH_JWT_REALMS_CLAIM",
+        DEFAULT_AUTH_JWT_REALMS_CLAIM,
+        "claim listing the realms the caller may use (`*`: all)",
+    ),
+    EnvVar(
+        "AUTH_JWT_ROLE_CLAIM",
+        DEFAULT_AUTH_JWT_ROLE_CLAIM,
+        "claim holding the caller's role (`read`, `write`, `admin`); a token without it takes the "
+        "callers file's grant for its identity",
+    ),
+    EnvVar(
+        "AUTH_CALLERS_FILE",
+        "",
+        "YAML or JSON file granting each caller identity (`tls:…`, `jwt:…`, `unix:…`) its realms and "
+        "role (docs/security.md)",
+    ),
+    EnvVar(
+        "AUTH_UNIX_IDENTITY",
+        DEFAULT_AUTH_UNIX_IDENTITY,
+        "identity of a peer on a unix-socket listener (`unix:<name>`): the pod's own process; admin of "
+        "every realm unless the callers file grants it less",
+    ),
+    EnvVar(
+        "ALLOW_INSECURE_REMOTE",
+        _flag_text(DEFAULT_ALLOW_INSECURE_REMOTE),
+        "let the API listen beyond loopback without TLS and caller authentication (logged as a "
+        "warning); otherwise the server refuses to start",
     ),
     EnvVar("LOG_LEVEL", DEFAULT_LOG_LEVEL, "`debug`, `info`, `warning` or `error`"),
     EnvVar("LOG_JSON", "auto", "`true`, `false` or `auto` (console when stderr is a terminal, else JSON)"),
@@ -227,12 +382,24 @@ class RedisSettings:
     embedded_shards: int = DEFAULT_EMBEDDED_SHARDS
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     server_binary: str = ""
+    # Redis access: only paths here, no secret; the files are read when the shards are built
+    # (session_store/storage/access.py), so `repr` can show everything.
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_check_hostname: bool = DEFAULT_REDIS_TLS_CHECK_HOSTNAME
+    username: str = ""
+    password_file: Path | None = None
+    allow_eviction: bool = DEFAULT_REDIS_ALLOW_EVICTION
+    memory_guard_percent: float = DEFAULT_REDIS_MEMORY_GUARD_PERCENT
+    memory_poll_seconds: float = DEFAULT_REDIS_MEMORY_POLL_SECONDS
 
     def __post_init__(self) -> None:
-        """Validate ranges.
+        """Validate ranges and the combinations of the access settings.
 
         Raises:
-            SettingsError: a value is out of range.
+            SettingsError: a value is out of range, or access settings that cannot apply (TLS files for
+                plaintext shards, a certificate without its key, a user without a password).
         """
         if self.timeout_seconds <= 0:
             raise SettingsError("SESSION_STORE_REDIS_TIMEOUT must be > 0")
@@ -242,6 +409,30 @@ class RedisSettings:
             raise SettingsError("SESSION_STORE_STARTUP_ATTEMPTS must be >= 1")
         if not 1 <= self.embedded_shards <= 16:
             raise SettingsError("SESSION_STORE_EMBEDDED_SHARDS must be between 1 and 16")
+        if not (self.memory_guard_percent == 0 or 0 < self.memory_guard_percent < 100):
+            raise SettingsError(
+                "SESSION_STORE_REDIS_MEMORY_GUARD_PERCENT must be 0 (off) or between 0 and 100"
+            )
+        if not 0.05 <= self.memory_poll_seconds <= 60:
+            raise SettingsError("SESSION_STORE_REDIS_MEMORY_POLL_SECONDS must be between 0.05 and 60")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise SettingsError(
+                "SESSION_STORE_REDIS_TLS_CERT_FILE and SESSION_STORE_REDIS_TLS_KEY_FILE go together"
+            )
+        if self.tls_ca_file or self.tls_cert_file:
+            # TLS files with a plaintext shard would be silently unused: the operator meant TLS.
+            plain = [s.name for s in self.shards if urlsplit(s.url).scheme == "redis"]
+            if plain or not self.shards:
+                raise SettingsError(
+                    "SESSION_STORE_REDIS_TLS_* files need rediss:// URLs in SESSION_STORE_REDIS_URLS"
+                    + (f" (plaintext: {', '.join(plain)})" if plain else " (local shards have no TLS)")
+                )
+        if (
+            self.username
+            and self.password_file is None
+            and not (self.shards and all(urlsplit(s.url).password for s in self.shards))
+        ):
+            raise SettingsError("SESSION_STORE_REDIS_USERNAME needs SESSION_STORE_REDIS_PASSWORD_FILE")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -270,6 +461,106 @@ class EventSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TokenSettings:
+    """Token validation (ValidateToken): where the per-realm settings are, how often keys may reload.
+
+    The realms file itself is read once, when the server is built (session_store/security/tokens.py);
+    a realm's JWKS file is re-read at most once per `keys_reload_seconds`.
+    """
+
+    realms_file: Path | None = None
+    keys_reload_seconds: float = DEFAULT_TOKEN_KEYS_RELOAD_SECONDS
+
+    def __post_init__(self) -> None:
+        """Validate ranges.
+
+        Raises:
+            SettingsError: a value is out of range.
+        """
+        if not 0 <= self.keys_reload_seconds <= 86_400:
+            raise SettingsError("SESSION_STORE_TOKEN_KEYS_RELOAD_SECONDS must be between 0 and 86400")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthSettings:
+    """Who may call the API: TLS of the listener, caller authentication (mutual TLS, bearer JWTs, the
+    unix-socket peer) and the callers file that grants identities their realms and role.
+
+    Only paths are held here: the files are read when the server is built
+    (session_store/security/setup.py), so a missing or malformed file fails startup, not parsing.
+    With no client CA, no JWT keys and no callers file, caller authentication is off and every caller
+    is admin of every realm (today's loopback default).
+    """
+
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    jwt_keys_file: Path | None = None
+    jwt_issuer: str = ""
+    jwt_audience: str = DEFAULT_AUTH_JWT_AUDIENCE
+    jwt_algorithms: tuple[str, ...] = DEFAULT_AUTH_JWT_ALGORITHMS
+    jwt_leeway_seconds: float = DEFAULT_AUTH_JWT_LEEWAY_SECONDS
+    jwt_identity_claim: str = DEFAULT_AUTH_JWT_IDENTITY_CLAIM
+    jwt_realms_claim: str = DEFAULT_AUTH_JWT_REALMS_CLAIM
+    jwt_role_claim: str = DEFAULT_AUTH_JWT_ROLE_CLAIM
+    callers_file: Path | None = None
+    unix_identity: str = DEFAULT_AUTH_UNIX_IDENTITY
+    allow_insecure_remote: bool = DEFAULT_ALLOW_INSECURE_REMOTE
+
+    def __post_init__(self) -> None:
+        """Validate that the settings fit together.
+
+        Raises:
+            SettingsError: a value is out of range or a needed companion setting is missing.
+        """
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise SettingsError("SESSION_STORE_TLS_CERT_FILE and SESSION_STORE_TLS_KEY_FILE go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise SettingsError("SESSION_STORE_TLS_CLIENT_CA_FILE needs SESSION_STORE_TLS_CERT_FILE")
+        if self.jwt_keys_file is not None and not (self.jwt_issuer and self.jwt_audience):
+            raise SettingsError(
+                "SESSION_STORE_AUTH_JWT_KEYS_FILE needs SESSION_STORE_AUTH_JWT_ISSUER and _AUDIENCE"
+            )
+        unknown = [alg for alg in self.jwt_algorithms if alg not in AUTH_JWT_KNOWN_ALGORITHMS]
+        if unknown or not self.jwt_algorithms:
+            raise SettingsError(
+                f"SESSION_STORE_AUTH_JWT_ALGORITHMS: {', '.join(unknown) or 'empty'} not accepted "
+                f"(choose from {', '.join(AUTH_JWT_KNOWN_ALGORITHMS)})"
+            )
+        if not 0 <= self.jwt_leeway_seconds <= 300:
+            raise SettingsError("SESSION_STORE_AUTH_JWT_LEEWAY_SECONDS must be between 0 and 300")
+        for name, value in (
+            ("IDENTITY_CLAIM", self.jwt_identity_claim),
+            ("REALMS_CLAIM", self.jwt_realms_claim),
+            ("ROLE_CLAIM", self.jwt_role_claim),
+        ):
+            if not value:
+                raise SettingsError(f"SESSION_STORE_AUTH_JWT_{name} must not be empty")
+        if not self.unix_identity or any(c.isspace() for c in self.unix_identity):
+            raise SettingsError("SESSION_STORE_AUTH_UNIX_IDENTITY must be a name without whitespace")
+
+    @property
+    def tls(self) -> bool:
+        """Whether a TCP API listener serves TLS."""
+        return self.tls_cert_file is not None
+
+    @property
+    def mutual_tls(self) -> bool:
+        """Whether callers must present a client certificate signed by the configured CA."""
+        return self.tls_client_ca_file is not None
+
+    @property
+    def jwt(self) -> bool:
+        """Whether callers may authenticate with bearer JWTs."""
+        return self.jwt_keys_file is not None
+
+    @property
+    def enforced(self) -> bool:
+        """Whether calls are authenticated and authorised at all (off: every caller is admin)."""
+        return self.mutual_tls or self.jwt or self.callers_file is not None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything the service is configured with."""
 
@@ -284,6 +575,8 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     events: EventSettings = field(default_factory=EventSettings)
     encryption_keys_file: Path | None = None
+    tokens: TokenSettings = field(default_factory=TokenSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
     def __post_init__(self) -> None:
         """Validate ranges.
@@ -337,6 +630,9 @@ class Settings:
                 raise SettingsError(f"SESSION_STORE_{name} must be true or false")
             return text in ("true", "1")
 
+        def path(text: str) -> Path | None:
+            return Path(text) if text else None
+
         log_json_text = get("LOG_JSON", "auto").lower()
         if log_json_text not in ("auto", "true", "false", "1", "0"):
             raise SettingsError("SESSION_STORE_LOG_JSON must be auto, true or false")
@@ -357,6 +653,19 @@ class Settings:
                 embedded_shards=int(number("EMBEDDED_SHARDS", DEFAULT_EMBEDDED_SHARDS, int)),
                 data_dir=Path(get("DATA_DIR", DEFAULT_DATA_DIR)),
                 server_binary=get("REDIS_SERVER_BINARY", ""),
+                tls_ca_file=path(get("REDIS_TLS_CA_FILE", "")),
+                tls_cert_file=path(get("REDIS_TLS_CERT_FILE", "")),
+                tls_key_file=path(get("REDIS_TLS_KEY_FILE", "")),
+                tls_check_hostname=flag("REDIS_TLS_CHECK_HOSTNAME", DEFAULT_REDIS_TLS_CHECK_HOSTNAME),
+                username=get("REDIS_USERNAME", ""),
+                password_file=path(get("REDIS_PASSWORD_FILE", "")),
+                allow_eviction=flag("REDIS_ALLOW_EVICTION", DEFAULT_REDIS_ALLOW_EVICTION),
+                memory_guard_percent=number(
+                    "REDIS_MEMORY_GUARD_PERCENT", DEFAULT_REDIS_MEMORY_GUARD_PERCENT, float
+                ),
+                memory_poll_seconds=number(
+                    "REDIS_MEMORY_POLL_SECONDS", DEFAULT_REDIS_MEMORY_POLL_SECONDS, float
+                ),
             ),
             encryption_keys_file=Path(keys_file) if (keys_file := get("ENCRYPTION_KEYS_FILE", "")) else None,
             events=EventSettings(
@@ -368,5 +677,31 @@ class Settings:
                 ),
                 max_length=int(number("EVENTS_MAX_LENGTH", DEFAULT_EVENTS_MAX_LENGTH, int)),
                 max_age_seconds=number("EVENTS_MAX_AGE_SECONDS", DEFAULT_EVENTS_MAX_AGE_SECONDS, float),
+            ),
+            tokens=TokenSettings(
+                realms_file=Path(realms) if (realms := get("TOKEN_REALMS_FILE", "")) else None,
+                keys_reload_seconds=number(
+                    "TOKEN_KEYS_RELOAD_SECONDS", DEFAULT_TOKEN_KEYS_RELOAD_SECONDS, float
+                ),
+            ),
+            auth=AuthSettings(
+                tls_cert_file=path(get("TLS_CERT_FILE", "")),
+                tls_key_file=path(get("TLS_KEY_FILE", "")),
+                tls_client_ca_file=path(get("TLS_CLIENT_CA_FILE", "")),
+                jwt_keys_file=path(get("AUTH_JWT_KEYS_FILE", "")),
+                jwt_issuer=get("AUTH_JWT_ISSUER", ""),
+                jwt_audience=get("AUTH_JWT_AUDIENCE", DEFAULT_AUTH_JWT_AUDIENCE),
+                jwt_algorithms=tuple(
+                    alg.strip()
+                    for alg in get("AUTH_JWT_ALGORITHMS", ",".join(DEFAULT_AUTH_JWT_ALGORITHMS)).split(",")
+                    if alg.strip()
+                ),
+                jwt_leeway_seconds=number("AUTH_JWT_LEEWAY_SECONDS", DEFAULT_AUTH_JWT_LEEWAY_SECONDS, float),
+                jwt_identity_claim=get("AUTH_JWT_IDENTITY_CLAIM", DEFAULT_AUTH_JWT_IDENTITY_CLAIM),
+                jwt_realms_claim=get("AUTH_JWT_REALMS_CLAIM", DEFAULT_AUTH_JWT_REALMS_CLAIM),
+                jwt_role_claim=get("AUTH_JWT_ROLE_CLAIM", DEFAULT_AUTH_JWT_ROLE_CLAIM),
+                callers_file=path(get("AUTH_CALLERS_FILE", "")),
+                unix_identity=get("AUTH_UNIX_IDENTITY", DEFAULT_AUTH_UNIX_IDENTITY),
+                allow_insecure_remote=flag("ALLOW_INSECURE_REMOTE", DEFAULT_ALLOW_INSECURE_REMOTE),
             ),
         )

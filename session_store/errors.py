@@ -7,10 +7,14 @@
     ├── SessionExistsError                 (ALREADY_EXISTS)
     ├── PreconditionFailedError            (FAILED_PRECONDITION)
     │   ├── StaleRefreshTokenError         (a refresh token older than its chain's newest)
-    │   └── RefreshTokenReuseError         (a refresh token used more than refreshTokenMaxReuse + 1 times)
+    │   ├── RefreshTokenReuseError         (a refresh token used more than refreshTokenMaxReuse + 1 times)
+    │   └── SessionNotActiveError          (a validated token's session or client session is not live)
     ├── LimitExceededError                 (RESOURCE_EXHAUSTED)
-    │   └── SessionLimitExceededError      (the user-session count limiter denied a new session)
+    │   ├── SessionLimitExceededError      (the user-session count limiter denied a new session)
+    │   └── StoreMemoryLowError            (a shard is near its maxmemory: creates are refused)
     ├── InvalidArgumentError               (INVALID_ARGUMENT)
+    │   └── InvalidTokenError              (a token to validate is malformed, unsigned or has bad claims)
+    │       └── TokenExpiredError          (a token to validate has expired)
     ├── UnauthenticatedError               (UNAUTHENTICATED)
     ├── PermissionDeniedError              (PERMISSION_DENIED)
     ├── EventsTrimmedError                 (OUT_OF_RANGE: a watch position whose events were trimmed)
@@ -76,6 +80,16 @@ class RefreshTokenReuseError(PreconditionFailedError):
     reason = "REFRESH_TOKEN_REUSE_EXCEEDED"
 
 
+class SessionNotActiveError(PreconditionFailedError):
+    """Token validation: the token is genuine and current, but its session is not live.
+
+    The user session is gone (logged out, revoked, expired), belongs to another user or started after
+    the token was issued, or a required client session for the token's client is missing.
+    """
+
+    reason = "SESSION_NOT_ACTIVE"
+
+
 class LimitExceededError(SessionStoreError):
     """A size or count limit would be exceeded (notes, client sessions)."""
 
@@ -89,11 +103,32 @@ class SessionLimitExceededError(LimitExceededError):
     reason = "SESSION_LIMIT_EXCEEDED"
 
 
+class StoreMemoryLowError(LimitExceededError):
+    """The memory guard refused a create: the shard's Redis is above the configured share of its
+    `maxmemory`. Refresh, touch, update and logout keep working; creates work again once sessions
+    expire or the shard gets more memory."""
+
+    reason = "STORE_MEMORY_LOW"
+
+
 class InvalidArgumentError(SessionStoreError):
     """The request itself is malformed: an empty, oversized or ill-formed field."""
 
     code = "INVALID_ARGUMENT"
     reason = "INVALID_ARGUMENT"
+
+
+class InvalidTokenError(InvalidArgumentError):
+    """Token validation: the token is not a JWS, uses a refused algorithm or unknown key, its signature
+    does not verify, or a claim is missing or wrong. The message never quotes the token."""
+
+    reason = "TOKEN_INVALID"
+
+
+class TokenExpiredError(InvalidTokenError):
+    """Token validation: the token's `exp` has passed, beyond the realm's leeway."""
+
+    reason = "TOKEN_EXPIRED"
 
 
 class UnauthenticatedError(SessionStoreError):
@@ -155,9 +190,13 @@ ERRORS_BY_REASON: dict[str, type[SessionStoreError]] = {
         PreconditionFailedError,
         StaleRefreshTokenError,
         RefreshTokenReuseError,
+        SessionNotActiveError,
         LimitExceededError,
         SessionLimitExceededError,
+        StoreMemoryLowError,
         InvalidArgumentError,
+        InvalidTokenError,
+        TokenExpiredError,
         UnauthenticatedError,
         PermissionDeniedError,
         EventsTrimmedError,

@@ -14,7 +14,7 @@ Exported names:
 - ``session_store_script_seconds{shard,script}`` (histogram; script is a Lua script name, or
   ``command``/``pipeline`` for plain reads)
 - ``session_store_shard_errors_total{shard,kind}`` (kind: connection, timeout, oom, readonly,
-  loading, masterdown, busy, unexpected)
+  loading, masterdown, busy, noauth, noperm, unexpected)
 - ``session_store_shard_up{shard}`` (1 after a call the shard answered, 0 after it could not)
 - ``session_store_sessions{realm,kind}`` (kind: online, offline; refreshed in the background from the
   realm indexes, for realms this node served recently)

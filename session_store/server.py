@@ -15,6 +15,7 @@ from session_store.api.events import SessionEventsServicer
 from session_store.api.login_failures import LoginFailuresServicer
 from session_store.api.servicer import SessionStoreServicer, TestClockServicer
 from session_store.api.single_use import SingleUseObjectsServicer
+from session_store.api.tokens import TokenValidationServicer
 from session_store.config import Settings, ShardSettings
 from session_store.events.stats import PipelineStats, gather_pipeline_stats
 from session_store.events.sweeper import Sweeper
@@ -23,13 +24,15 @@ from session_store.metrics import Metrics
 from session_store.model.clock import Clock, SystemClock, TestClock
 from session_store.model.limits import MAX_REQUEST_BYTES
 from session_store.security.encryption import NO_ENCRYPTION, NoteCipher
+from session_store.security.setup import ServerSecurity
+from session_store.security.tokens import TokenValidator
+from session_store.storage.access import build_shards
 from session_store.storage.auth_sessions import AuthenticationSessionRepository
 from session_store.storage.bulk import BulkRemoval
 from session_store.storage.login_failures import LoginFailureRepository
 from session_store.storage.policies import PolicyStore
 from session_store.storage.router import Router
 from session_store.storage.sessions import SessionRepository
-from session_store.storage.shard import Shard
 from session_store.storage.single_use import SingleUseObjectRepository
 from session_store.v1 import (
     authentication_sessions_pb2,
@@ -44,6 +47,8 @@ from session_store.v1 import (
     single_use_objects_pb2_grpc,
     test_clock_pb2,
     test_clock_pb2_grpc,
+    tokens_pb2,
+    tokens_pb2_grpc,
 )
 
 log = structlog.get_logger(__name__)
@@ -56,6 +61,7 @@ AUTH_SESSIONS_SERVICE_NAME = authentication_sessions_pb2.DESCRIPTOR.services_by_
     "AuthenticationSessions"
 ].full_name
 EVENTS_SERVICE_NAME = events_pb2.DESCRIPTOR.services_by_name["SessionEvents"].full_name
+TOKENS_SERVICE_NAME = tokens_pb2.DESCRIPTOR.services_by_name["TokenValidation"].full_name
 
 
 class SessionStoreServer:
@@ -79,18 +85,14 @@ class SessionStoreServer:
         self.clock = clock or SystemClock()
         # Metrics cost a little on every call: with no endpoint configured, nothing is recorded.
         self.metrics = Metrics() if settings.metrics_listen else None
+        # TLS, ACL credentials and a memory guard per shard (storage/access.py); a bad password or
+        # TLS file fails here with SettingsError, before anything connects.
         self.router = Router(
-            {
-                s.name: Shard(
-                    s.name,
-                    s.url,
-                    connections=settings.redis.connections,
-                    socket_timeout=settings.redis.timeout_seconds,
-                    connect_timeout=settings.redis.timeout_seconds,
-                    observer=self.metrics.observe_shard_call if self.metrics else None,
-                )
-                for s in shards
-            }
+            build_shards(
+                settings.redis,
+                shards,
+                observer=self.metrics.observe_shard_call if self.metrics else None,
+            )
         )
         self.policies = PolicyStore(self.router, settings.policy_refresh_seconds)
         # Encryption of note values at rest; a bad key file fails here, before anything connects.
@@ -103,8 +105,14 @@ class SessionStoreServer:
             self.router, self.policies, self.clock, settings.events, self.cipher
         )
         self.health = health.aio.HealthServicer()
+        # Caller authentication and per-realm authorisation; TLS, JWKS and callers files are read here.
+        self.security = ServerSecurity(settings.auth)
+        # Metrics outermost, so refused calls are counted with their UNAUTHENTICATED/PERMISSION_DENIED.
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            i for i in (self.metrics.interceptor() if self.metrics else None, self.security.interceptor) if i
+        ]
         self.server = grpc.aio.server(
-            interceptors=[self.metrics.interceptor()] if self.metrics else None,
+            interceptors=interceptors or None,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
@@ -137,6 +145,12 @@ class SessionStoreServer:
             SessionEventsServicer(self.events, self.pipeline_stats), self.server
         )
         names += [SINGLE_USE_SERVICE_NAME, LOGIN_FAILURES_SERVICE_NAME, EVENTS_SERVICE_NAME]
+        # Token validation; a bad realms, JWKS or secret file fails here, before anything connects.
+        self.tokens = TokenValidator.from_settings(settings.tokens, self.sessions, self.clock)
+        tokens_pb2_grpc.add_TokenValidationServicer_to_server(
+            TokenValidationServicer(self.tokens), self.server
+        )
+        names.append(TOKENS_SERVICE_NAME)
         if isinstance(self.clock, TestClock):
             test_clock_pb2_grpc.add_TestClockServicer_to_server(TestClockServicer(self.clock), self.server)
             names.append(TEST_CLOCK_SERVICE_NAME)
@@ -160,13 +174,18 @@ class SessionStoreServer:
         `health_port`), started after the API so a probe never passes before the API listens.
 
         Raises:
-            ShardUnavailableError: a shard did not answer during startup.
+            ShardUnavailableError: a shard did not answer during startup (or refused our credentials).
+            PreconditionFailedError: a shard's eviction policy may drop sessions (`allkeys-*` without
+                SESSION_STORE_REDIS_ALLOW_EVICTION).
+            SettingsError: the API address is reachable beyond loopback without TLS and caller
+                authentication, and SESSION_STORE_ALLOW_INSECURE_REMOTE is off (nothing connected or bound).
             RuntimeError: an address could not be bound.
             OSError: the metrics address (`metrics_listen`) could not be bound.
         """
+        self.security.check_listener(listen or self.settings.listen)
         await self.router.connect(attempts=self.settings.redis.startup_attempts)
         address = listen or self.settings.listen
-        self.port = self.server.add_insecure_port(address)
+        self.port = self.security.bind(self.server, address)
         if self.port == 0 and not address.startswith("unix:"):
             raise RuntimeError(f"could not listen on {address}")
         if self.health_server is not None:
@@ -189,6 +208,7 @@ class SessionStoreServer:
             SINGLE_USE_SERVICE_NAME,
             LOGIN_FAILURES_SERVICE_NAME,
             AUTH_SESSIONS_SERVICE_NAME,
+            TOKENS_SERVICE_NAME,
         )
         for name in ("", *served, EVENTS_SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -203,6 +223,8 @@ class SessionStoreServer:
             shards=len(self.router.shards),
             metrics_port=self.metrics_port or None,
             test_clock=isinstance(self.clock, TestClock),
+            tls=self.security.credentials is not None and not address.startswith("unix:"),
+            caller_auth=self.security.mode,
         )
         return self.port
 

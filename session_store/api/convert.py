@@ -217,10 +217,14 @@ def policy_from_proto(p: pb.RealmPolicy) -> RealmPolicy:
     """A validated realm policy (InvalidArgumentError names the offending field)."""
     realm(p.realm)
     brute = _scalars_of_message(p.brute_force, BruteForcePolicy, ("strategy",))
+    try:
+        strategy = BruteForceStrategy(p.brute_force.strategy)
+    except ValueError:
+        raise InvalidArgumentError(f"brute_force.strategy: unknown value {p.brute_force.strategy}") from None
     return RealmPolicy(
         **_scalars_of_message(p, RealmPolicy, ("clients", "brute_force")),
         clients={k: ClientPolicy(**_scalars_of_message(v, ClientPolicy)) for k, v in p.clients.items()},
-        brute_force=BruteForcePolicy(**brute, strategy=BruteForceStrategy(p.brute_force.strategy)),
+        brute_force=BruteForcePolicy(**brute, strategy=strategy),
     )
 
 

@@ -15,7 +15,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from session_store.api import convert, convert_auth
+from session_store.api import convert, convert_auth, convert_tokens
 from session_store.errors import (
     ERROR_DOMAIN,
     ERRORS_BY_REASON,
@@ -46,10 +46,12 @@ from session_store.model.session import (
     UserSessionState,
 )
 from session_store.model.single_use import SingleUseObject
+from session_store.model.token import TokenKind, ValidatedToken
 from session_store.v1 import authentication_sessions_pb2 as as_pb
 from session_store.v1 import login_failures_pb2 as lf_pb
 from session_store.v1 import session_store_pb2 as pb
 from session_store.v1 import single_use_objects_pb2 as su_pb
+from session_store.v1 import tokens_pb2 as tk_pb
 
 T = TypeVar("T")
 
@@ -60,6 +62,7 @@ REMOVAL_TIMEOUT_SECONDS = 600.0
 _AUTH_SESSIONS = "AuthenticationSessions"
 _SINGLE_USE = "SingleUseObjects"
 _LOGIN_FAILURES = "LoginFailures"
+_TOKENS = "TokenValidation"
 
 _BY_CODE: dict[grpc.StatusCode, type[SessionStoreError]] = {
     grpc.StatusCode.NOT_FOUND: SessionNotFoundError,
@@ -720,6 +723,36 @@ class Operations:
             lf_pb.RemoveRealmLoginFailuresRequest(realm=realm),
             lambda r: int(r.removed),
             service=_LOGIN_FAILURES,
+        )
+
+    @staticmethod
+    def validate_token(
+        realm: str,
+        token: str,
+        *,
+        audience: str = "",
+        kind: TokenKind = TokenKind.UNSPECIFIED,
+        require_client_session: bool = False,
+    ) -> Operation[ValidatedToken]:
+        """Validate an access, refresh or offline token of a realm; returns its minimal claims.
+
+        The signature is checked against the realm's keys, then `iss`, `aud` (`audience`, else the
+        realm's), `typ` (`kind`; REFRESH also accepts offline tokens), `exp`/`nbf`/`iat`, and finally
+        that its session (and, for refresh tokens or with `require_client_session`, its client session
+        for `azp`) is live. Raises InvalidTokenError (TokenExpiredError when expired) for a bad token,
+        SessionNotActiveError when its session is not live.
+        """
+        return Operation(
+            "ValidateToken",
+            tk_pb.ValidateTokenRequest(
+                realm=realm,
+                token=token,
+                audience=audience,
+                kind=tk_pb.TokenKind.ValueType(int(kind)),
+                require_client_session=require_client_session,
+            ),
+            convert_tokens.validated_from_proto,
+            service=_TOKENS,
         )
 
 

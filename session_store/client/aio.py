@@ -21,6 +21,7 @@ from session_store.client._base import (
     remove_sessions_request,
     should_retry,
 )
+from session_store.client._credentials import ClientTLS, TokenSource, auth_metadata
 from session_store.client._watch import (
     DEFAULT_WATCH_ATTEMPTS,
     ENDED_MESSAGE,
@@ -38,6 +39,7 @@ from session_store.v1 import (
     login_failures_pb2_grpc,
     session_store_pb2_grpc,
     single_use_objects_pb2_grpc,
+    tokens_pb2_grpc,
 )
 
 if TYPE_CHECKING:
@@ -81,9 +83,27 @@ class AsyncSessionStoreClient:
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         channel_options: Sequence[tuple[str, Any]] = (),
+        tls: ClientTLS | None = None,
+        token: TokenSource | None = None,
     ) -> None:
-        """Open a channel to `target` (host:port or unix:/path); no call is made yet."""
-        self._channel = grpc.aio.insecure_channel(target, options=list(channel_options))
+        """Open a channel to `target` (host:port or unix:/path); no call is made yet.
+
+        Args:
+            target: the server's address.
+            timeout: seconds per call.
+            max_attempts: tries of a retryable call.
+            channel_options: extra gRPC channel options.
+            tls: TLS to the server (its CA, and our certificate for mutual TLS); None: plaintext.
+            token: a bearer token, or a callable returning the current one (asked before every call),
+                sent as `authorization: Bearer …`; None: none.
+        """
+        self._token = token
+        if tls is None:
+            self._channel = grpc.aio.insecure_channel(target, options=list(channel_options))
+        else:
+            self._channel = grpc.aio.secure_channel(
+                target, tls.channel_credentials(), options=[*channel_options, *tls.channel_options()]
+            )
         # One stub per gRPC service; an Operation names the one that carries it.
         self._stubs: dict[str, Any] = {
             "SessionStore": session_store_pb2_grpc.SessionStoreStub(self._channel),
@@ -93,6 +113,7 @@ class AsyncSessionStoreClient:
             "SingleUseObjects": single_use_objects_pb2_grpc.SingleUseObjectsStub(self._channel),
             "LoginFailures": login_failures_pb2_grpc.LoginFailuresStub(self._channel),
             "SessionEvents": events_pb2_grpc.SessionEventsStub(self._channel),
+            "TokenValidation": tokens_pb2_grpc.TokenValidationStub(self._channel),
         }
         self._timeout = timeout
         self._max_attempts = max_attempts
@@ -119,7 +140,9 @@ class AsyncSessionStoreClient:
         while True:
             attempt += 1
             try:
-                reply = await getattr(self._stubs[op.service], op.method)(op.request, timeout=self._timeout)
+                reply = await getattr(self._stubs[op.service], op.method)(
+                    op.request, timeout=self._timeout, metadata=auth_metadata(self._token)
+                )
             except grpc.RpcError as err:
                 exc = error_from_rpc(err)
                 if not should_retry(exc, op, attempt, self._max_attempts):
@@ -147,7 +170,7 @@ class AsyncSessionStoreClient:
         last = RemovalProgress(0, 0, 0)
         try:
             async for reply in self._stubs["SessionStore"].RemoveSessions(
-                request, timeout=REMOVAL_TIMEOUT_SECONDS
+                request, timeout=REMOVAL_TIMEOUT_SECONDS, metadata=auth_metadata(self._token)
             ):
                 last = removal_progress(reply)
                 if on_progress is not None:
@@ -190,7 +213,12 @@ class AsyncSessionStoreClient:
         request = watch_request(
             realms=realms, types=types, user_id=user_id, after_cursor=after_cursor, from_oldest=from_oldest
         )
-        return AsyncEventWatch(self._stubs["SessionEvents"], request, max_attempts=max_attempts)
+        return AsyncEventWatch(
+            self._stubs["SessionEvents"],
+            request,
+            max_attempts=max_attempts,
+            metadata=lambda: auth_metadata(self._token),
+        )
 
     create_user_session = _op(Operations.create_user_session)
     get_user_session = _op(Operations.get_user_session)
@@ -230,6 +258,7 @@ class AsyncSessionStoreClient:
     clear_login_failure = _op(Operations.clear_login_failure)
     remove_login_failure = _op(Operations.remove_login_failure)
     remove_realm_login_failures = _op(Operations.remove_realm_login_failures)
+    validate_token = _op(Operations.validate_token)
 
 
 class AsyncEventWatch:
@@ -242,9 +271,14 @@ class AsyncEventWatch:
         request: events_pb2.WatchRequest,
         *,
         max_attempts: int = DEFAULT_WATCH_ATTEMPTS,
+        metadata: Callable[[], tuple[tuple[str, str], ...] | None] = lambda: None,
     ) -> None:
-        """Prepare the watch; the first call is made when the iterator is first awaited."""
+        """Prepare the watch; the first call is made when the iterator is first awaited.
+
+        `metadata` is asked before every (re)connection: the bearer token, when the client has one.
+        """
         self._stub = stub
+        self._metadata = metadata
         self._request = request
         self._max_attempts = max_attempts
         self._cursor = request.after_cursor
@@ -295,7 +329,7 @@ class AsyncEventWatch:
     async def _run(self) -> AsyncGenerator[SessionEvent, None]:
         attempt = 0
         while not self._closed:
-            call = self._stub.Watch(resume_request(self._request, self._cursor))
+            call = self._stub.Watch(resume_request(self._request, self._cursor), metadata=self._metadata())
             self._call = call
             error: SessionStoreError = UnavailableError(ENDED_MESSAGE)
             try:

@@ -43,6 +43,8 @@ LISTENER_RETRY_SECONDS = 1.0
 """Pause before the listener reconnects to a shard."""
 STOP_TIMEOUT_SECONDS = 2.0
 """How long `stop` waits for the background tasks."""
+STOP_ROUNDS = 8
+"""Cancellations `stop` sends to a task that keeps running (each waits its share of the timeout)."""
 PENDING_LIMIT = 4096
 """Partitions a listener remembers to sweep; more are left to the sweeper."""
 
@@ -85,12 +87,18 @@ class Sweeper:
     async def stop(self) -> None:
         """Cancel the background tasks and wait (bounded) for them to end."""
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_SECONDS)
-            for task in stuck:
-                log.warning("event_task_did_not_stop", task=task.get_name())
+        # Cancel again while any task is still running: on Python 3.11 a cancellation that races
+        # with an inner future completing (asyncio.wait_for) can be lost.
+        pending = [t for t in self._tasks if not t.done()]
+        for _ in range(STOP_ROUNDS):
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            _, still = await asyncio.wait(pending, timeout=STOP_TIMEOUT_SECONDS / STOP_ROUNDS)
+            pending = list(still)
+        for task in pending:
+            log.warning("event_task_did_not_stop", task=task.get_name())
         self._tasks.clear()
 
     async def sweep_partition(self, shard: Shard, partition: int) -> int:

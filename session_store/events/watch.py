@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import structlog
-from redis import asyncio as redis_asyncio
 from redis import exceptions as redis_errors
 
 from session_store.errors import EventsTrimmedError, SessionStoreError, UnavailableError
@@ -42,6 +41,7 @@ from session_store.events.stream import (
     validate_shard_identity,
 )
 from session_store.storage import keys
+from session_store.storage._resp import DedicatedConnection
 from session_store.storage.router import Router
 from session_store.storage.shard import Shard
 
@@ -425,29 +425,37 @@ class StreamHub:
         return _Feed(shard=shard, identity=identity, head=end, start=end)
 
     async def _follow(self, feed: _Feed) -> None:
-        """The reader of one shard: XREAD BLOCK from the head, into the buffer, until the hub stops."""
-        conn: Any = None
+        """The reader of one shard: XREAD BLOCK from the head, into the buffer, until the hub stops.
+
+        Its connection is the shard's own kind (same TLS and credentials), opened for it alone.
+        """
+        conn: DedicatedConnection | None = None
         verify = True  # after (re)connecting: check that nothing after the head was trimmed unread
         backoff = 0.1
         failing = False
         try:
-            # The flag, not only cancellation, ends the loop: a cancel that lands inside redis-py's
-            # blocking read can be swallowed there (redis/redis-py#2028).
+            # The flag ends the loop as well as cancellation: `stop` sets it before cancelling.
             while not self._closed:
                 try:
-                    if conn is None:
-                        conn = redis_asyncio.Redis.from_url(
-                            feed.shard.url,
-                            decode_responses=True,
-                            protocol=2,
-                            socket_connect_timeout=self._socket_timeout,
-                            socket_timeout=self._block_ms / 1000 + self._socket_timeout,
+                    if conn is None or conn.closed:
+                        conn = await feed.shard.client.dedicated(
+                            reply_timeout=self._block_ms / 1000 + self._socket_timeout
                         )
                     before = feed.head
-                    reply = await conn.xread(
-                        {keys.EVENTS: str(before.id)}, count=self._batch, block=self._block_ms
+                    reply = await conn.execute(
+                        "XREAD",
+                        "COUNT",
+                        self._batch,
+                        "BLOCK",
+                        self._block_ms,
+                        "STREAMS",
+                        keys.EVENTS,
+                        str(before.id),
                     )
-                    entries = reply[0][1] if reply else []
+                    entries = [
+                        (entry_id, dict(zip(flat[::2], flat[1::2], strict=False)))
+                        for entry_id, flat in (reply[0][1] if reply else [])
+                    ]
                     # A full batch means the reader is behind the writers: trimming may overtake it.
                     if verify or len(entries) >= self._batch:
                         info = await _stream_info(feed.shard)
@@ -468,15 +476,13 @@ class StreamHub:
                         log.warning("event_reader_failed", shard=feed.shard.name, error=str(exc))
                     failing, verify = True, True
                     if conn is not None:
-                        with contextlib.suppress(redis_errors.RedisError, OSError):
-                            await conn.aclose()
+                        conn.close()
                         conn = None
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, READER_MAX_BACKOFF_SECONDS)
         finally:
             if conn is not None:
-                with contextlib.suppress(redis_errors.RedisError, OSError):
-                    await conn.aclose()
+                conn.close()
 
     def _append(self, feed: _Feed, entries: list[Any]) -> None:
         """Add the entries a reader read (the successors of the head, in order) to the buffer."""

@@ -11,6 +11,9 @@ from session_store.model.limits import MAX_SINGLE_USE_KEY_LENGTH, MAX_SINGLE_USE
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
+REVOKED_KEY_SUFFIX = ".revoked"
+"""Keycloak's `SingleUseObjectProvider.REVOKED_KEY`: an object under such a key marks a revoked token."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class SingleUseObject:

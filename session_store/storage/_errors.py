@@ -56,6 +56,11 @@ _REDIS_ERRORS: dict[str, tuple[type[SessionStoreError], str]] = {
     "LOADING": (ShardUnavailableError, "is loading its data"),
     "MASTERDOWN": (ShardUnavailableError, "lost its primary"),
     "BUSY": (ShardUnavailableError, "is busy running a script"),
+    # A shard we cannot use as configured (credentials, ACL) is unavailable to the caller; the
+    # operator sees the reason in the startup check and the shard error metrics.
+    "NOAUTH": (ShardUnavailableError, "requires authentication"),
+    "WRONGPASS": (ShardUnavailableError, "refused our credentials"),
+    "NOPERM": (ShardUnavailableError, "refused a command to our ACL user"),
 }
 
 

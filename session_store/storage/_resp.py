@@ -9,6 +9,10 @@ Failure rules: when the oldest reply on a connection is more than `timeout` late
 closed and every call waiting on it fails with TimeoutError (a watchdog checks four times per
 timeout, so a late reply is noticed within 1.25 times the timeout); the next call reconnects. A caller
 cancelled while waiting does not break the order: its reply is read and dropped.
+
+Every connection this module opens (shared, dedicated, subscriber) is made the same way
+(`PipelinedClient._open_stream`, then `_auth_command`): TLS for rediss:// with the `RedisAccess`
+context, then AUTH (and SELECT). Credentials are never part of an error message or a log line.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -24,6 +29,22 @@ import hiredis
 from redis import exceptions as redis_errors
 
 Arg = str | int | float | bytes
+
+_AUTH_REFUSED = ("WRONGPASS", "ERR AUTH")
+"""Error replies to AUTH that mean "these credentials are refused" rather than a protocol failure."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisAccess:
+    """How every connection to a shard is secured: TLS for rediss:// URLs, and the ACL credentials.
+
+    A URL's own `user:password@` wins over `username`/`password` for that shard. `tls` None means the
+    system trust store with the host-name check (the default of `ssl.create_default_context`).
+    """
+
+    tls: ssl.SSLContext | None = None
+    username: str = ""
+    password: str = field(default="", repr=False)
 
 
 def _error_reply(message: str) -> redis_errors.ResponseError:
@@ -131,12 +152,24 @@ class _Connection:
 class PipelinedClient:
     """Auto-pipelined commands to one Redis server over a few lazily (re)opened connections."""
 
-    def __init__(self, url: str, *, timeout: float, connect_timeout: float, connections: int = 2) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        connect_timeout: float,
+        connections: int = 2,
+        access: RedisAccess | None = None,
+    ) -> None:
         """Parse `url` (redis://, rediss:// or unix://, with optional user:password@); nothing connects yet.
+
+        Args:
+            access: TLS context (used for rediss:// only) and credentials for URLs that carry none.
 
         Raises:
             ValueError: not a redis:// URL.
         """
+        access = access or RedisAccess()
         parts = urlsplit(url)
         query = dict(item.partition("=")[::2] for item in parts.query.split("&") if item)
         if parts.scheme in ("redis", "rediss") and parts.hostname:
@@ -151,10 +184,12 @@ class PipelinedClient:
             raise ValueError(
                 "expected redis://host:port[/db], rediss://host:port[/db] or unix:///path[?db=N]"
             )
-        # rediss: TLS with the system's trust store and host-name check (client certificates: issue 8).
-        self._ssl = ssl.create_default_context() if parts.scheme == "rediss" else None
-        self._username = unquote(parts.username) if parts.username else None
-        self._password = unquote(parts.password) if parts.password else None
+        # rediss: TLS with the configured context (CA, client certificate, host-name check), else the
+        # system trust store. The scheme alone decides: settings refuse TLS files with redis:// URLs.
+        self._ssl = (access.tls or ssl.create_default_context()) if parts.scheme == "rediss" else None
+        # The URL's credentials are the more specific: they win over the configured ones.
+        self._username = unquote(parts.username) if parts.username else (access.username or None)
+        self._password = unquote(parts.password) if parts.password else (access.password or None)
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._slots: list[_Connection | None] = [None] * max(1, connections)
@@ -190,17 +225,49 @@ class PipelinedClient:
         except (OSError, TimeoutError) as exc:
             raise redis_errors.ConnectionError(f"cannot connect to {self._where}: {exc}") from exc
 
-    async def _open(self) -> _Connection:
+    def _auth_command(self) -> tuple[Arg, ...] | None:
+        if self._password is None:
+            return None
+        return ("AUTH", self._username or "default", self._password)
+
+    def _auth_error(self, reply: redis_errors.ResponseError) -> redis_errors.RedisError:
+        """The error of a refused AUTH: AuthenticationError (a ConnectionError), never the password."""
+        text = str(reply)
+        if text.startswith(_AUTH_REFUSED):
+            user = self._username or "default"
+            return redis_errors.AuthenticationError(f"{self._where} refused AUTH as {user!r}: {text}")
+        return reply
+
+    async def _open(self, reply_timeout: float | None = None) -> _Connection:
         reader, writer = await self._open_stream()
-        conn = _Connection(reader, writer, self._timeout, self._where)
-        setup: list[tuple[Arg, ...]] = []
-        if self._password is not None:
-            setup.append(("AUTH", self._username or "default", self._password))
-        if self._db:
-            setup.append(("SELECT", self._db))
-        for args in setup:
-            await conn.send(args)
+        late = self._timeout if reply_timeout is None else reply_timeout
+        conn = _Connection(reader, writer, late, self._where)
+        auth = self._auth_command()
+        try:
+            if auth is not None:
+                try:
+                    await conn.send(auth)
+                except redis_errors.ResponseError as exc:
+                    raise self._auth_error(exc) from None
+            if self._db:
+                await conn.send(("SELECT", self._db))
+        except BaseException:
+            conn.close(redis_errors.ConnectionError("connection setup failed"))
+            raise
         return conn
+
+    async def dedicated(self, *, reply_timeout: float) -> DedicatedConnection:
+        """Open a connection of its own (TLS, AUTH and SELECT as the shared ones), for blocking reads.
+
+        Args:
+            reply_timeout: how late a reply may be before the connection is closed (a blocking
+                command's block time plus some slack).
+
+        Raises:
+            redis.exceptions.AuthenticationError: the server refused the credentials.
+            redis.exceptions.ConnectionError: the connection failed.
+        """
+        return DedicatedConnection(await self._open(reply_timeout))
 
     async def execute(self, *args: Arg) -> Any:
         """Send one command (batched with the others of this loop turn) and await its reply.
@@ -213,23 +280,25 @@ class PipelinedClient:
         conn = await self._connection()
         return await conn.send(args)
 
-    async def subscribe(self, channel: str) -> AsyncIterator[str]:
+    async def subscribe(self, channel: str) -> AsyncGenerator[str, None]:
         """Subscribe to `channel` on a connection of its own; yields each message's payload.
 
         The connection is not shared and closes when the iteration ends (cancelling the task that
         iterates is safe: it only ever waits in a plain socket read).
 
         Raises:
+            redis.exceptions.AuthenticationError: the server refused the credentials.
             redis.exceptions.ConnectionError: the connection failed or closed.
-            redis.exceptions.ResponseError: Redis refused the AUTH or the SUBSCRIBE.
+            redis.exceptions.ResponseError: Redis refused the SUBSCRIBE.
         """
         reader, writer = await self._open_stream()
         parser = hiredis.Reader(encoding="utf-8", errors="replace")
         try:
-            if self._password is not None:
-                auth = ("AUTH", self._username or "default", self._password)
+            auth = self._auth_command()
+            if auth is not None:
                 writer.write(hiredis.pack_command(auth))  # type: ignore[arg-type]  # the stub types a 1-tuple; any length works
             writer.write(hiredis.pack_command(("SUBSCRIBE", channel)))  # type: ignore[arg-type]  # as above
+            awaiting_auth = auth is not None
             while True:
                 reply = parser.gets()
                 while reply is False:
@@ -238,6 +307,11 @@ class PipelinedClient:
                         raise redis_errors.ConnectionError(f"{self._where} closed the subscription")
                     parser.feed(data)
                     reply = parser.gets()
+                if awaiting_auth:  # the first reply answers AUTH
+                    awaiting_auth = False
+                    if isinstance(reply, hiredis.ReplyError):
+                        raise self._auth_error(_error_reply(str(reply)))
+                    continue
                 if isinstance(reply, hiredis.ReplyError):
                     raise _error_reply(str(reply))
                 if isinstance(reply, list) and len(reply) == 3 and reply[0] == "message":
@@ -254,3 +328,30 @@ class PipelinedClient:
                 conn.close(redis_errors.ConnectionError("client closed"))
                 self._slots[i] = None
         await asyncio.sleep(0)
+
+
+class DedicatedConnection:
+    """A connection not shared with other callers (for blocking commands such as XREAD BLOCK)."""
+
+    def __init__(self, conn: _Connection) -> None:
+        """Wrap an opened, authenticated connection."""
+        self._conn = conn
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection was closed (by `close`, the server or a late reply)."""
+        return self._conn.closed
+
+    async def execute(self, *args: Arg) -> Any:
+        """Send one command and await its reply.
+
+        Raises:
+            redis.exceptions.ResponseError: Redis answered an error.
+            redis.exceptions.ConnectionError: the connection failed or was closed.
+            redis.exceptions.TimeoutError: no reply within the connection's timeout.
+        """
+        return await self._conn.send(args)
+
+    def close(self) -> None:
+        """Close the connection; a waiting call fails with ConnectionError."""
+        self._conn.close(redis_errors.ConnectionError("connection closed"))

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from session_store.errors import SessionExistsError
+from session_store.errors import SessionExistsError, SessionNotFoundError, StoreMemoryLowError
 from session_store.model.auth_session import (
     AuthenticationSession,
     AuthenticationSessionRemoval,
@@ -150,10 +150,20 @@ class AuthenticationSessionRepository:
         Atomic: concurrent calls with one id all get the same root.
 
         Raises:
+            StoreMemoryLowError: the root would be new and its shard is short of memory (an existing
+                live root is still returned).
             UnavailableError: the root's shard is unavailable.
         """
         if root_id is not None:
-            reply = await self._call("get_or_create_root_auth_session", realm, root_id, ["0"])
+            try:
+                reply = await self._call("get_or_create_root_auth_session", realm, root_id, ["0"])
+            except StoreMemoryLowError as low:
+                # The memory guard refuses the script (it may create); a login in progress still
+                # finds its existing root.
+                try:
+                    return await self.get_root_authentication_session(realm, root_id)
+                except SessionNotFoundError:
+                    raise low from None
             return _decode_root(realm, root_id, reply, self._cipher)
         for attempt in range(1, MAX_MINT_ATTEMPTS + 1):
             minted = mint_session_id(secrets.randbelow(PARTITION_COUNT))
@@ -198,6 +208,7 @@ class AuthenticationSessionRepository:
         Raises:
             SessionNotFoundError: the root is missing or expired.
             LimitExceededError: the root's tabs would exceed MAX_ROOT_AUTH_SESSION_BYTES.
+            StoreMemoryLowError: the root's shard is short of memory (the memory guard).
         """
         cached = await self._policies.get(realm)
         limit = auth_sessions_limit(cached.policy)

@@ -242,6 +242,7 @@ class SessionRepository:
             SessionExistsError: the caller's id is taken.
             PreconditionFailedError: remember-me asked for in a realm that does not allow it.
             SessionLimitExceededError: a limit is reached and the behaviour denies new sessions.
+            StoreMemoryLowError: a shard it writes to is short of memory (the memory guard).
             InvalidArgumentError: a client limit without its client id.
             UnavailableError: the shard of the user (or of the id's pointer) is unavailable, or the
                 user's sessions kept changing for MAX_LIMIT_ATTEMPTS calls.
@@ -475,6 +476,7 @@ class SessionRepository:
             SessionNotFoundError: the user session is missing or expired.
             LimitExceededError: the session holds the most client sessions allowed.
             SessionLimitExceededError: the client limit is reached and the behaviour denies.
+            StoreMemoryLowError: the session's shard is short of memory (the memory guard).
             InvalidArgumentError: limits on an offline session (the limiter counts online sessions).
             UnavailableError: the user's sessions kept changing for MAX_LIMIT_ATTEMPTS calls.
         """
@@ -722,6 +724,7 @@ class SessionRepository:
         Raises:
             SessionNotFoundError: no live online session with this id.
             LimitExceededError: too many client sessions.
+            StoreMemoryLowError: a shard it writes to is short of memory (the memory guard).
         """
         online = await self.get_user_session(realm, session_id, offline=False)
         cached = await self._policies.get(realm)

@@ -11,21 +11,44 @@ import structlog
 from redis import exceptions as redis_errors
 
 from session_store.errors import ShardUnavailableError
+from session_store.model.single_use import REVOKED_KEY_SUFFIX
 from session_store.storage._errors import translate
-from session_store.storage._resp import PipelinedClient
+from session_store.storage._resp import PipelinedClient, RedisAccess
 from session_store.storage._scripts import load_scripts
+from session_store.storage.memory import MemoryGuard
 
 log = structlog.get_logger(__name__)
 
 KeyOrArg = str | int | float
+
+_NOT_READY_YET = ("LOADING", "BUSY", "MASTERDOWN")
+"""Error replies at startup that go away by themselves (loading the AOF, a long script, a failover)."""
+
+GUARDED_SCRIPTS = frozenset(
+    {
+        "create_user_session",
+        "claim_session_id",
+        "add_lookup_hint",
+        "create_offline_session",
+        "attach_client_session",
+        "get_or_create_root_auth_session",
+        "create_auth_session",
+        "put_single_use_object",
+    }
+)
+"""The creates: scripts that start a login or store new data for one, refused by the memory guard on a
+shard short of memory (docs/security.md, "Redis access"). One exception: `put_single_use_object` of a
+revoked-token marker (Keycloak's `.revoked` keys), since a revocation must work like a logout. A
+refused get-or-create of a root authentication session falls back to reading it (repository)."""
 
 CallObserver = Callable[[str, str, float, str | None], None]
 """Told of every finished shard call: (shard, script or "command"/"pipeline", seconds, error kind).
 
 The error kind is None when the shard answered (a script's own error reply such as SS_NOT_FOUND is an
 answer), else a short word: "connection", "timeout", a Redis error code in lower case ("oom",
-"readonly", "loading", "masterdown", "busy") or "unexpected". It must not raise or block: it runs
-on the event loop after each call. Keeping it a plain callable keeps metrics out of `storage/`.
+"readonly", "loading", "masterdown", "busy", "noauth", "noperm") or "unexpected". It must not raise
+or block: it runs on the event loop after each call. Keeping it a plain callable keeps metrics out
+of `storage/`.
 """
 
 
@@ -39,7 +62,7 @@ def error_kind(exc: BaseException) -> str | None:
         code = str(exc).split(" ", 1)[0]
         if code.startswith("SS_"):
             return None
-        if code in ("OOM", "READONLY", "LOADING", "MASTERDOWN", "BUSY"):
+        if code in ("OOM", "READONLY", "LOADING", "MASTERDOWN", "BUSY", "NOAUTH", "NOPERM"):
             return code.lower()
     return "unexpected"
 
@@ -60,39 +83,73 @@ class Shard:
         socket_timeout: float = 2.0,
         connect_timeout: float = 1.0,
         observer: CallObserver | None = None,
+        access: RedisAccess | None = None,
+        guard: MemoryGuard | None = None,
     ) -> None:
         """Prepare the connections (none is opened until `connect` or the first call).
 
         Args:
             observer: told of every finished call (metrics); see `CallObserver`.
+            access: TLS and credentials of every connection to the shard.
+            guard: checks the eviction policy at `connect` and refuses creates near `maxmemory`;
+                None checks neither.
         """
         self.name = name
         self.url = url
         self.observer = observer
+        self.guard = guard
         self.client = PipelinedClient(
-            url, timeout=socket_timeout, connect_timeout=connect_timeout, connections=connections
+            url,
+            timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            connections=connections,
+            access=access,
         )
         self._scripts = load_scripts()
 
     async def connect(self, *, attempts: int = 10, delay: float = 0.5) -> None:
-        """Ping the shard with bounded retries, then load every script on it.
+        """Ping the shard with bounded retries, load every script on it, and start its memory guard.
 
         Raises:
-            ShardUnavailableError: the shard did not answer within the attempts.
+            ShardUnavailableError: the shard did not answer within the attempts, refused our
+                credentials, or refused a command we need (an ACL without it).
+            PreconditionFailedError: the shard's eviction policy may drop sessions (see `MemoryGuard`).
         """
         for attempt in range(1, attempts + 1):
+            error: Exception
             try:
                 await self.client.execute("PING")
                 await self.load_scripts()
-            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-                log.warning("shard_not_ready", shard=self.name, attempt=attempt, error=str(exc))
-                if attempt == attempts:
+                if self.guard is not None:
+                    await self.guard.start(self.name, self.client.execute)
+            except redis_errors.AuthenticationError as exc:
+                # Retrying cannot help; the message names the user, never the password.
+                raise ShardUnavailableError(f"shard {self.name}: {exc}") from exc
+            except redis_errors.ResponseError as exc:
+                if not str(exc).startswith(_NOT_READY_YET):
                     raise ShardUnavailableError(
-                        f"shard {self.name} did not answer after {attempts} attempts"
+                        f"shard {self.name} refused a startup command: {exc}"
                     ) from exc
-                await asyncio.sleep(delay)
+                error = exc
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+                error = exc
             else:
                 return
+            log.warning("shard_not_ready", shard=self.name, attempt=attempt, error=str(error))
+            if attempt == attempts:
+                raise ShardUnavailableError(
+                    f"shard {self.name} did not answer after {attempts} attempts: {error}"
+                ) from error
+            await asyncio.sleep(delay)
+
+    def ensure_room(self) -> None:
+        """Refuse a create while the memory guard finds the shard short of memory (no I/O).
+
+        Raises:
+            StoreMemoryLowError: at or above the guard's share of `maxmemory` at the last reading.
+        """
+        if self.guard is not None:
+            self.guard.check()
 
     async def load_scripts(self) -> None:
         """SCRIPT LOAD every script (idempotent: Redis names them by SHA1), in one batch."""
@@ -107,6 +164,10 @@ class Shard:
             SessionStoreError: a subclass translated from the script's error or a Redis failure.
             RedirectError, StaleHintError: internal signals for the storage layer.
         """
+        if script in GUARDED_SCRIPTS and not (
+            script == "put_single_use_object" and keys[0].endswith(REVOKED_KEY_SUFFIX)
+        ):
+            self.ensure_room()
         sha = self._scripts[script].sha
         return await self._observed(script, self._evalsha(sha, keys, args))
 
@@ -144,5 +205,7 @@ class Shard:
         return result
 
     async def close(self) -> None:
-        """Close every connection."""
+        """Stop the memory guard and close every connection."""
+        if self.guard is not None:
+            await self.guard.stop()
         await self.client.close()

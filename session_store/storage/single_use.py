@@ -64,6 +64,8 @@ class SingleUseObjectRepository:
         """Store or overwrite the notes under `key` for `lifespan_seconds` (validated, > 0).
 
         Raises:
+            StoreMemoryLowError: the object's shard is short of memory (the memory guard; never for a
+                token revocation, a key ending in ".revoked").
             UnavailableError: the object's shard is unavailable.
         """
         deadline = await self._on_object(

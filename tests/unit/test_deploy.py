@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from session_store.config import Settings
+from session_store.security.transport import exposure
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 OVERLAYS = DEPLOY / "k8s" / "overlays"
@@ -93,6 +94,17 @@ def one(resources: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def settings_map(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """The single ConfigMap of SESSION_STORE_* settings (an overlay may add others, e.g. its callers file)."""
+    found = [
+        r
+        for r in resources
+        if r["kind"] == "ConfigMap" and any(key.startswith("SESSION_STORE_") for key in r.get("data", {}))
+    ]
+    assert 1 == len(found), f"expected one settings ConfigMap, got {len(found)}"
+    return found[0]
+
+
 def named(items: list[dict[str, Any]], name: str) -> dict[str, Any]:
     """The item called `name` in a list of containers, ports, volumes…"""
     return next(item for item in items if item["name"] == name)
@@ -149,7 +161,7 @@ class TestSidecarOverlay:
     def test_api_on_loopback_probes_on_the_health_port(self) -> None:
         """The API stays on 127.0.0.1; all three probes are gRPC on the numeric health-only port."""
         resources = render("sidecar")
-        settings = Settings.from_env(one(resources, "ConfigMap")["data"])
+        settings = Settings.from_env(settings_map(resources)["data"])
         pod = one(resources, "Deployment")["spec"]["template"]["spec"]
         sidecar = named(pod["initContainers"], "session-store")
 
@@ -192,12 +204,30 @@ class TestBothOverlays:
     def test_redis_urls_from_a_secret_and_settings_from_the_config_map(self, overlay: str) -> None:
         """SESSION_STORE_REDIS_URLS comes from a Secret key; the rest from the rendered ConfigMap."""
         container, _ = self.session_store_container(overlay)
-        config_map = one(render(overlay), "ConfigMap")
+        config_map = settings_map(render(overlay))
 
         urls = named(container["env"], "SESSION_STORE_REDIS_URLS")["valueFrom"]["secretKeyRef"]
         assert ("session-store-redis", "redis-urls") == (urls["name"], urls["key"])
         assert [{"configMapRef": {"name": config_map["metadata"]["name"]}}] == container["envFrom"]
         assert not any(key.endswith("REDIS_URLS") for key in config_map["data"])
+
+    def test_api_listener_passes_the_exposure_rule_with_its_files_mounted(self, overlay: str) -> None:
+        """The server would start: its API address is local or protected (TLS + caller authentication),
+        and every TLS or callers file it names lies in a read-only volume of a Secret or a rendered
+        ConfigMap."""
+        resources = render(overlay)
+        auth = Settings.from_env(settings_map(resources)["data"]).auth
+        container, pod = self.session_store_container(overlay)
+        config_maps = {r["metadata"]["name"] for r in resources if r["kind"] == "ConfigMap"}
+
+        exposure(Settings.from_env(settings_map(resources)["data"]).listen, auth)  # raises when refused
+        for path in (auth.tls_cert_file, auth.tls_key_file, auth.tls_client_ca_file, auth.callers_file):
+            if path is None:
+                continue
+            mount = next(m for m in container["volumeMounts"] if path.is_relative_to(m["mountPath"]))
+            volume = named(pod["volumes"], mount["name"])
+            assert mount.get("readOnly") is True, path
+            assert "secret" in volume or volume["configMap"]["name"] in config_maps, path
 
 
 @needs_kubectl
@@ -210,10 +240,11 @@ class TestSharedOverlay:
         budget = one(resources, "PodDisruptionBudget")
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         container = named(deployment["spec"]["template"]["spec"]["containers"], "session-store")
-        listen = Settings.from_env(one(resources, "ConfigMap")["data"]).listen
+        listen = Settings.from_env(settings_map(resources)["data"]).listen
         target = named(container["ports"], service["spec"]["ports"][0]["targetPort"])["containerPort"]
 
         assert 2 == deployment["spec"]["replicas"]
+        assert Settings.from_env(settings_map(resources)["data"]).auth.mutual_tls  # beyond loopback: mTLS
         assert ("ClusterIP", ALL_INTERFACES, port_of(listen)) == (
             service["spec"]["type"],
             listen.rpartition(":")[0],
