@@ -224,10 +224,24 @@ class SessionRepository:
             return partition, reply
         raise SessionNotFoundError("session not found")
 
-    async def _add_hint(self, key: str, member: str, expires_ms: int) -> None:
+    async def _add_hint(self, key: str, member: str, expires_ms: int) -> tuple[str, str, str]:
+        """Add a hint; returns what `_undo_hints` needs to take it back: (key, member, previous score)."""
         partition = keys.partition_of(key)
         score = "+inf" if expires_ms == NO_EXPIRY else str(expires_ms + HINT_SLACK_MS)
-        await self._call(partition, "add_lookup_hint", [key], [self._clock.script_now(), member, score])
+        old = await self._call(partition, "add_lookup_hint", [key], [self._clock.script_now(), member, score])
+        return key, member, str(old)
+
+    async def _undo_hints(self, added: Sequence[tuple[str, str, str]]) -> None:
+        """Take back hints of a create that failed, so a refused create leaves nothing behind.
+
+        Best effort: the create's own error is what the caller must see, and a hint left behind is
+        harmless (readers verify hints) and expires with its score.
+        """
+        for key, member, old in added:
+            with contextlib.suppress(SessionStoreError):
+                await self._call(
+                    keys.partition_of(key), "undo_lookup_hint", [key], [self._clock.script_now(), member, old]
+                )
 
     async def create_user_session(
         self, new: NewUserSession, session_id: str | None = None, limits: SessionLimits | None = None
@@ -271,19 +285,24 @@ class SessionRepository:
                 )
                 == 1
             )
+        added: list[tuple[str, str, str]] = []
         try:
             member = f"{partition}:{sid}"
             if new.broker_session_id:
                 bp = lookup_partition(new.realm, "bs", new.broker_session_id)
-                await self._add_hint(
-                    keys.broker_session_hints(bp, new.realm, new.broker_session_id), member, max_ms
+                added.append(
+                    await self._add_hint(
+                        keys.broker_session_hints(bp, new.realm, new.broker_session_id), member, max_ms
+                    )
                 )
             if new.broker_user_id:
                 bp = lookup_partition(new.realm, "bu", new.broker_user_id)
-                await self._add_hint(
-                    keys.broker_user_hints(bp, new.realm, new.broker_user_id, offline=False),
-                    member,
-                    max_ms,
+                added.append(
+                    await self._add_hint(
+                        keys.broker_user_hints(bp, new.realm, new.broker_user_id, offline=False),
+                        member,
+                        max_ms,
+                    )
                 )
             args = [
                 *self._header(cached),
@@ -313,9 +332,11 @@ class SessionRepository:
                 reply = await self._call(partition, "create_user_session", base_keys, args)
         except SessionExistsError:
             # The id's session is in `partition` already (a concurrent create of the same user's id
-            # that found our pointer in place won): the pointer is that session's, keep it.
+            # that found our pointer in place won): the pointer and the hints (the same members) are
+            # that session's, keep them.
             raise
         except SessionStoreError:
+            await self._undo_hints(added)
             if claimed:
                 await self._release(home, sid, partition)
             raise
@@ -744,12 +765,15 @@ class SessionRepository:
                 [keys.pointer(home, session_id), keys.session(home, session_id, offline=False)],
                 [str(partition), str(ttl)],
             )
+        added: list[tuple[str, str, str]] = []
         if online.broker_user_id:
             bp = lookup_partition(realm, "bu", online.broker_user_id)
-            await self._add_hint(
-                keys.broker_user_hints(bp, realm, online.broker_user_id, offline=True),
-                f"{partition}:{session_id}",
-                max_ms,
+            added.append(
+                await self._add_hint(
+                    keys.broker_user_hints(bp, realm, online.broker_user_id, offline=True),
+                    f"{partition}:{session_id}",
+                    max_ms,
+                )
             )
         try:
             reply = await self._call(
@@ -767,7 +791,11 @@ class SessionRepository:
                 [*self._header(cached), realm, str(partition), online.user_id, *client_ids],
             )
         except (StaleHintError, RedirectError) as exc:
+            await self._undo_hints(added)
             raise SessionNotFoundError("session not found") from exc
+        except SessionStoreError:
+            await self._undo_hints(added)
+            raise
         return _decode_session(reply, offline=True, cipher=self._cipher)
 
     async def _shard_now(self, shard_name: str) -> int:

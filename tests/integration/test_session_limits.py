@@ -23,6 +23,9 @@ from session_store import (
     UserSession,
 )
 from session_store.model.clock import TestClock
+from session_store.model.ids import home_partition, lookup_partition
+from session_store.server import SessionStoreServer
+from session_store.storage import keys
 from session_store.storage.sessions import MAX_LIMIT_ATTEMPTS
 
 REALM = "limited"
@@ -63,6 +66,24 @@ class TestCreateWithRealmLimit:
             await client.create_user_session(REALM, "alice", limits=limits)
         assert _ids(made) == _ids(await client.list_user_sessions(REALM, "alice"))
         assert [()] * 3 == [s.evicted_session_ids for s in made]
+
+    async def test_a_refused_login_leaves_no_broker_hint(
+        self, client: AsyncSessionStoreClient, server: SessionStoreServer
+    ) -> None:
+        """Refused logins with broker ids take their lookup hints back: only the live session's remain."""
+        limits = SessionLimits(realm_limit=1)
+        made = await client.create_user_session(REALM, "alice", broker_user_id="idp-alice", limits=limits)
+        for _ in range(3):
+            with pytest.raises(SessionLimitExceededError):
+                await client.create_user_session(REALM, "alice", broker_user_id="idp-alice", limits=limits)
+        key = keys.broker_user_hints(
+            lookup_partition(REALM, "bu", "idp-alice"), REALM, "idp-alice", offline=False
+        )
+        members = await server.router.shard_for(keys.partition_of(key)).command("ZRANGE", key, 0, -1)
+        assert [f"{home_partition(made.id)}:{made.id}"] == members
+        assert [made.id] == [
+            s.id for s in await client.find_user_sessions_by_broker_user_id(REALM, "idp-alice")
+        ]
 
     async def test_terminate_removes_the_least_recently_refreshed(
         self, client: AsyncSessionStoreClient, clock: TestClock

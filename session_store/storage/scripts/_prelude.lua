@@ -485,3 +485,10 @@ end
 local function end_victims(ek, now, victims)
   for _, s in ipairs(victims) do x_end(ek, now, false, s.sid, 'revoked', 'limit') end
 end
+
+-- A hint zset lives as long as its latest member (its score is an absolute ms deadline, or inf).
+local function hint_expiry(key, now)
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if last[2] == 'inf' then redis.call('PERSIST', key)
+  else redis.call('PEXPIRE', key, math.max(1, tonumber(last[2]) - now)) end
+end
