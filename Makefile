@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: run test test-fast lint typecheck proto proto-check bench load config-doc deploy-check clean
+.PHONY: run test test-fast lint typecheck proto proto-check bench bench-expiry load config-doc deploy-check clean
 
 $(VENV_STAMP): pyproject.toml
 	python3 -m venv .venv && $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev]' && touch $(VENV_STAMP)
@@ -30,6 +30,9 @@ proto-check: $(VENV_STAMP)
 
 bench: $(VENV_STAMP)
 	$(PY) scripts/bench.py
+
+bench-expiry: $(VENV_STAMP)
+	$(PY) scripts/bench_expiry.py
 
 load: $(VENV_STAMP)
 	$(PY) scripts/load.py --start

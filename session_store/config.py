@@ -36,9 +36,9 @@ DEFAULT_REDIS_MEMORY_GUARD_PERCENT = 90.0
 DEFAULT_REDIS_MEMORY_POLL_SECONDS = 1.0
 DEFAULT_POLICY_REFRESH_SECONDS = 1.0
 DEFAULT_EVENTS_REFRESHED = False
-DEFAULT_EVENTS_NOTIFICATIONS = True
+DEFAULT_EVENTS_NOTIFICATIONS = False
 DEFAULT_EVENTS_SWEEPER = True
-DEFAULT_EVENTS_SWEEP_INTERVAL_SECONDS = 0.25
+DEFAULT_EVENTS_SWEEP_INTERVAL_SECONDS = 0.1
 DEFAULT_EVENTS_MAX_LENGTH = 500_000
 DEFAULT_EVENTS_MAX_AGE_SECONDS = 86_400.0
 # Empty: no realm is configured for token validation (ValidateToken answers FAILED_PRECONDITION).
@@ -193,8 +193,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar(
         "EVENTS_NOTIFICATIONS",
         _flag_text(DEFAULT_EVENTS_NOTIFICATIONS),
-        "listen to each shard's keyspace `expired` notifications (the service enables them with CONFIG "
-        "SET; where CONFIG is refused it logs that and the sweeper alone delivers expiries)",
+        "also listen to each shard's keyspace `expired` notifications (the service enables them with "
+        "CONFIG SET; where refused it logs that). Off: Redis fires them seconds late on large keyspaces "
+        "while every node's listener costs CPU (docs/benchmarks.md); the sweeper alone meets the bound",
     ),
     EnvVar(
         "EVENTS_SWEEPER",
