@@ -64,6 +64,10 @@ EVENTS_SERVICE_NAME = events_pb2.DESCRIPTOR.services_by_name["SessionEvents"].fu
 TOKENS_SERVICE_NAME = tokens_pb2.DESCRIPTOR.services_by_name["TokenValidation"].full_name
 
 
+HEALTH_STOP_GRACE_SECONDS = 0.25
+"""How long the health-only port stays open after the API stopped, for watchers to read NOT_SERVING."""
+
+
 class SessionStoreServer:
     """One service node: a router over the shards and a gRPC server in front of it."""
 
@@ -239,8 +243,9 @@ class SessionStoreServer:
         await self.events.stop()
         await self.server.stop(self.settings.grace_seconds if grace is None else grace)
         if self.health_server is not None:
-            # Kept up through the drain so probes read NOT_SERVING rather than a refused connection.
-            await self.health_server.stop(0)
+            # Kept up through the drain so probes read NOT_SERVING rather than a refused connection;
+            # its short grace lets open Health.Watch streams send that NOT_SERVING before they close.
+            await self.health_server.stop(HEALTH_STOP_GRACE_SECONDS)
         if self._sessions_refresh is not None:
             self._sessions_refresh.cancel()
             with contextlib.suppress(asyncio.CancelledError):
