@@ -4,6 +4,9 @@ It restates keycloak-semantics.md §1.1-§1.3 and §2 directly (it does not impo
 policy module), keeps every session it was told about, and answers each operation the way the
 service must: a value, ``None`` for NOT_FOUND, or a raised error for a precondition failure.
 Times are epoch ms as the test clock gives them; stored times are epoch seconds, as in Keycloak.
+
+It also records the lifecycle events the service must append to its shards' streams (storage/keys.py,
+the events section of scripts/_prelude.lua), in ``events``: the events seen so far.
 """
 
 from __future__ import annotations
@@ -17,6 +20,25 @@ from session_store.model.session import ClientSession, UserSession, UserSessionS
 
 NONE = -1
 """A deadline that never comes (offline sessions without a max lifespan)."""
+ENDINGS = frozenset({"logged_out", "revoked", "expired"})
+"""The event types that end a session: one per session, and nothing of that session after it."""
+
+
+@dataclass(frozen=True)
+class RefEvent:
+    """One event as the service's stream entry must hold it (fields t r u s o c why at dl)."""
+
+    type: str
+    realm: str
+    user_id: str
+    session_id: str
+    offline: bool
+    at: int
+    """Epoch ms of the decision: the test clock when the operation (or sweep) that caused it ran."""
+    clients: tuple[str, ...] = ()
+    why: str = ""
+    deadline: int | None = None
+    """The deadline ms an `expired` event reports; None for every other type."""
 
 
 @dataclass
@@ -49,6 +71,14 @@ class RefSession:
     state: UserSessionState = UserSessionState.UNSPECIFIED
     notes: dict[str, str] = field(default_factory=dict)
     clients: dict[str, RefClient] = field(default_factory=dict)
+    stored_clients: set[str] = field(default_factory=set)
+    """The clients whose entry the service's session hash holds: unlike `clients`, which reads
+    prune, a client session dead by its own deadline stays here until a write drops it."""
+    event_clients: tuple[str, ...] = ()
+    """The clients its ending event names: `stored_clients`, sorted, as of the last write that
+    recorded the session's deadline (create, attach, touch, detach, offline copy)."""
+    ended: bool = False
+    """Its ending event (logged_out, revoked, expired) was appended."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +136,8 @@ class ReferenceStore:
         """Start empty, with fixed realm policies (per-client overrides are not modelled)."""
         self._rules = {p.realm: _rules(p) for p in policies}
         self.sessions: dict[tuple[bool, str], RefSession] = {}
+        self.events: list[RefEvent] = []
+        """Every event the service must have appended so far, in the order the operations ran."""
 
     # -- the rules ---------------------------------------------------------------------------
 
@@ -190,6 +222,69 @@ class ReferenceStore:
             expires_at_ms=min(_earliest(*self._client_deadlines(s, c)), user_dl),
         )
 
+    # -- events ------------------------------------------------------------------------------
+
+    def _emit(
+        self,
+        s: RefSession,
+        etype: str,
+        now_ms: int,
+        *,
+        clients: tuple[str, ...] = (),
+        why: str = "",
+        deadline: int | None = None,
+    ) -> None:
+        self.events.append(
+            RefEvent(
+                type=etype,
+                realm=s.realm,
+                user_id=s.user_id,
+                session_id=s.id,
+                offline=s.offline,
+                at=now_ms,
+                clients=clients,
+                why=why,
+                deadline=deadline,
+            )
+        )
+
+    def _end(self, s: RefSession, etype: str, now_ms: int, why: str = "") -> None:
+        """End a live session: its one ending event, naming the clients of its last tracked write."""
+        s.ended = True
+        self._emit(s, etype, now_ms, clients=s.event_clients, why=why)
+
+    @staticmethod
+    def _track(s: RefSession) -> None:
+        """A write that records the session's deadline also records the clients its hash holds."""
+        s.event_clients = tuple(sorted(s.stored_clients))
+
+    def expire_due(self, now_ms: int) -> None:
+        """End every session past its deadline with one `expired` event at `now_ms`.
+
+        The service appends it when a path first notices the deadline passed: a sweep, a keyspace
+        notification, a script that finds the session dead. The machine sweeps at every clock value
+        before it moves the clock again, and every operation here calls this first with its own now,
+        so `at` is the first clock value at or after the deadline, whichever path won. Reads do not
+        call it: the service's read ends a dead session at the same clock value a sweep would.
+
+        Only deaths by deadline are modelled; a remember-me session in a realm that no longer allows
+        remember-me, or a realm removed in bulk, ends by other rules (dead_reason in the prelude).
+
+        Raises:
+            AssertionError: a session died other than by its deadline (not modelled).
+        """
+        for s in self.sessions.values():
+            if s.ended:
+                continue
+            max_ms, idle_ms = self._user_deadlines(s)
+            deadline = _earliest(max_ms, idle_ms)
+            if deadline > now_ms:
+                assert self._session_alive(s, now_ms), f"{s.id} died before its deadline: not modelled"
+                continue
+            s.ended = True
+            why = "max" if max_ms != NONE and max_ms <= idle_ms else "idle"
+            self._emit(s, "expired", now_ms, clients=s.event_clients, why=why, deadline=deadline)
+
     # -- operations --------------------------------------------------------------------------
 
     def create(
@@ -204,11 +299,12 @@ class ReferenceStore:
         ip_address: str,
         notes: Mapping[str, str],
     ) -> UserSession:
-        """createUserSession: started = lastSessionRefresh = now.
+        """createUserSession: started = lastSessionRefresh = now; appends `created`.
 
         Raises:
             PreconditionFailedError: remember-me in a realm that does not allow it.
         """
+        self.expire_due(now_ms)
         if remember_me and not self._rules[realm].rm_allowed:
             raise PreconditionFailedError("remember-me not allowed")
         now_s = now_ms // 1000
@@ -226,6 +322,7 @@ class ReferenceStore:
             notes=dict(notes),
         )
         self.sessions[(False, session_id)] = s
+        self._emit(s, "created", now_ms)
         return self._view(s)
 
     def get(self, realm: str, session_id: str, offline: bool, now_ms: int) -> UserSession | None:
@@ -240,7 +337,9 @@ class ReferenceStore:
 
         `at` = 0 (or later than now) means now; setters ignore a value at or below the stored one.
         An expired client session is gone (§1.1 getClientSession), so a refresh does not revive it.
+        No event (refreshed events are off by default); the write drops dead client sessions.
         """
+        self.expire_due(now_ms)
         s = self._live(realm, session_id, offline, now_ms)
         if s is None:
             return None
@@ -252,6 +351,8 @@ class ReferenceStore:
             c = s.clients.get(cid)
             if c is not None:
                 c.timestamp = max(c.timestamp, at)
+        s.stored_clients = set(s.clients)
+        self._track(s)
         return self.get(realm, session_id, offline, now_ms)
 
     def update(
@@ -265,7 +366,8 @@ class ReferenceStore:
         state: UserSessionState | None,
         now_ms: int,
     ) -> UserSession | None:
-        """Remove notes, then set notes, then the state, on a live session."""
+        """Remove notes, then set notes, then the state, on a live session (no event)."""
+        self.expire_due(now_ms)
         s = self._live(realm, session_id, offline, now_ms)
         if s is None:
             return None
@@ -287,7 +389,11 @@ class ReferenceStore:
         redirect_uri: str,
         notes: Mapping[str, str],
     ) -> ClientSession | None:
-        """createClientSession: one per client, replacing an older one; timestamp = started = now."""
+        """createClientSession: one per client, replacing an older one; timestamp = started = now.
+
+        Appends `client_attached` naming the client.
+        """
+        self.expire_due(now_ms)
         s = self._live(realm, session_id, offline, now_ms)
         if s is None:
             return None
@@ -301,23 +407,55 @@ class ReferenceStore:
             started=now_s,
             user_session_started=s.started,
         )
+        s.stored_clients = set(s.clients)
+        self._track(s)
+        self._emit(s, "client_attached", now_ms, clients=(client_id,))
         return self._client_view(s, client_id)
 
     def detach(self, realm: str, session_id: str, offline: bool, client_id: str, now_ms: int) -> bool:
-        """detachFromUserSession: True when a live client session of a live session was removed."""
-        s = self._live(realm, session_id, offline, now_ms)
-        return s is not None and s.clients.pop(client_id, None) is not None
+        """detachFromUserSession: True when a live client session of a live session was removed.
 
-    def remove(self, realm: str, session_id: str, offline: bool, now_ms: int) -> bool:
-        """removeUserSession / removeOfflineUserSession: True when a live session was removed."""
+        Then it appends `client_detached` (logout). The service drops the client's entry from the
+        hash even when either is dead, without an event.
+        """
+        self.expire_due(now_ms)
+        kept = self.sessions.get((offline, session_id))
+        if kept is not None and kept.realm == realm:
+            kept.stored_clients.discard(client_id)
+        s = self._live(realm, session_id, offline, now_ms)
+        if s is None or s.clients.pop(client_id, None) is None:
+            return False
+        self._track(s)
+        self._emit(s, "client_detached", now_ms, clients=(client_id,), why="logout")
+        return True
+
+    def remove(
+        self, realm: str, session_id: str, offline: bool, now_ms: int, *, revoked_by_admin: bool = False
+    ) -> bool:
+        """removeUserSession / removeOfflineUserSession: True when a live session was removed.
+
+        It ends as `logged_out`, or `revoked` (admin) when an administrator removed it; a session past
+        its deadline has ended as `expired` already.
+        """
+        self.expire_due(now_ms)
         s = self.sessions.get((offline, session_id))
         if s is None or s.realm != realm:
             return False
         del self.sessions[(offline, session_id)]
-        return self._session_alive(s, now_ms)
+        if not self._session_alive(s, now_ms):
+            return False
+        if revoked_by_admin:
+            self._end(s, "revoked", now_ms, why="admin")
+        else:
+            self._end(s, "logged_out", now_ms)
+        return True
 
     def remove_user(self, realm: str, user_id: str, offline: bool, now_ms: int) -> int:
-        """removeUserSessions(realm, user): how many live sessions of the user were removed."""
+        """removeUserSessions(realm, user): how many live sessions of the user were removed.
+
+        Each ends as `revoked` (user).
+        """
+        self.expire_due(now_ms)
         mine = [
             k
             for k, s in self.sessions.items()
@@ -325,18 +463,27 @@ class ReferenceStore:
         ]
         removed = 0
         for k in mine:
-            removed += self._session_alive(self.sessions.pop(k), now_ms)
+            s = self.sessions.pop(k)
+            if self._session_alive(s, now_ms):
+                self._end(s, "revoked", now_ms, why="user")
+                removed += 1
         return removed
 
     def create_offline(
         self, realm: str, session_id: str, client_ids: Iterable[str], now_ms: int
     ) -> UserSession | None:
-        """createOrUpdateOfflineSession: copy (or refresh) the offline twin, add missing clients."""
+        """createOrUpdateOfflineSession: copy (or refresh) the offline twin, add missing clients.
+
+        A new offline session (also one replacing an offline twin that ended) appends `created`
+        (offline) naming the clients copied; refreshing a live one appends nothing.
+        """
+        self.expire_due(now_ms)
         online = self._live(realm, session_id, False, now_ms)
         if online is None:
             return None
         now_s = now_ms // 1000
         o = self._live(realm, session_id, True, now_ms)
+        fresh = o is None
         if o is None:
             o = RefSession(
                 id=online.id,
@@ -367,6 +514,10 @@ class ReferenceStore:
                     started=now_s,
                     user_session_started=o.started,
                 )
+        o.stored_clients = set(o.clients)
+        self._track(o)
+        if fresh:
+            self._emit(o, "created", now_ms, clients=o.event_clients)
         return self.get(realm, session_id, True, now_ms)
 
     def list_user(self, realm: str, user_id: str, offline: bool, now_ms: int) -> list[UserSession]:

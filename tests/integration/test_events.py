@@ -28,6 +28,18 @@ from session_store.v1 import events_pb2, events_pb2_grpc
 REALM = "events"
 
 
+@pytest.fixture
+def settings() -> Settings:
+    """No background sweeper on the in-process server: these tests sweep explicitly and count what
+    each sweep ended (with one running, it could end a session first and the count would be 0)."""
+    return Settings(
+        listen="127.0.0.1:0",
+        grace_seconds=0.5,
+        policy_refresh_seconds=0.001,
+        events=EventSettings(sweeper=False),
+    )
+
+
 async def stream_events(server: SessionStoreServer, realm: str = REALM) -> list[dict[str, Any]]:
     """Every event of a realm on every shard, as dicts (clients decoded), in per-shard order."""
     found: list[dict[str, Any]] = []

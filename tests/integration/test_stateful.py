@@ -3,14 +3,16 @@
 Hypothesis state machines are synchronous, so the service runs on a private event loop in a
 background thread: the in-process gRPC server on the real shards, its frozen test clock, and an async
 client. Each step runs one operation through the client, applies it to `tests.reference`, compares
-the answers, and then compares every read (get, list, counts, client stats) with the model.
+the answers, and then compares every read (get, list, counts, client stats) with the model, and every
+session's lifecycle events in the shards' streams with the events the model recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Coroutine, Iterator
+import json
+from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any, ClassVar, TypeVar
 
 import pytest
@@ -33,8 +35,11 @@ from session_store import (
     UserSessionState,
 )
 from session_store.config import ShardSettings
+from session_store.model.ids import user_partition
+from session_store.server import SessionStoreServer
+from session_store.storage import keys
 from tests.harness import BackgroundService, background_service
-from tests.reference import ReferenceStore
+from tests.reference import ENDINGS, ReferenceStore, RefEvent
 
 T = TypeVar("T")
 
@@ -80,6 +85,10 @@ user session (idle in one realm, max lifespan in the other), and offline ones be
 CALL_TIMEOUT_SECONDS = 30.0
 COUNT_EVERY_STEPS = 3
 """Steps between two count checks at least: a count scans all 4096 partitions."""
+USER_PARTITIONS = sorted({user_partition(realm, user) for realm in REALMS for user in USERS})
+"""Every partition a session of this machine lives in (a user's sessions share their partition)."""
+EVENT_FIELDS = frozenset({"t", "r", "u", "s", "o", "c", "why", "at", "dl"})
+"""The fields of a stream entry (storage/keys.py)."""
 
 
 @pytest.fixture
@@ -99,6 +108,92 @@ async def _or_none(coro: Coroutine[Any, Any, T]) -> T | None:
 
 def _by_id(sessions: list[UserSession]) -> list[UserSession]:
     return sorted(sessions, key=lambda s: s.id)
+
+
+def _event(fields: dict[str, str]) -> RefEvent:
+    """A stream entry as the model's event (absent fields are empty)."""
+    assert set(fields) <= EVENT_FIELDS, f"unknown fields in {fields}"
+    assert fields.get("o", "1") == "1", f"o is '1' or absent: {fields}"
+    return RefEvent(
+        type=fields["t"],
+        realm=fields["r"],
+        user_id=fields["u"],
+        session_id=fields["s"],
+        offline="o" in fields,
+        at=int(fields["at"]),
+        clients=tuple(json.loads(fields.get("c", "[]"))),
+        why=fields.get("why", ""),
+        deadline=int(fields["dl"]) if "dl" in fields else None,
+    )
+
+
+async def _sweep_and_read_streams(server: SessionStoreServer) -> list[tuple[str, RefEvent]]:
+    """End every session past its deadline at the clock's now, then read every shard's stream.
+
+    `sweep_all` passes over a partition the background sweeper has claimed, which may still be
+    sweeping it when that returns; so the machine's partitions are swept directly as well (no
+    claim). A session ends once whoever gets there first, so the two sweepers cannot disagree.
+    Returns (shard name, event) pairs, in stream order per shard.
+    """
+    await server.sweeper.sweep_all()
+    await asyncio.gather(
+        *(server.sweeper.sweep_partition(server.router.shard_for(p), p) for p in USER_PARTITIONS)
+    )
+    names = list(server.router.shards)
+    streams = await asyncio.gather(
+        *(server.router.shards[name].command("XRANGE", keys.EVENTS, "-", "+") for name in names)
+    )
+    return [
+        (name, _event(dict(zip(flat[::2], flat[1::2], strict=True))))
+        for name, entries in zip(names, streams, strict=True)
+        for _, flat in entries
+    ]
+
+
+def _by_session(events: Iterable[RefEvent]) -> dict[tuple[bool, str], list[RefEvent]]:
+    """Events per session (offline flag, id), in their order."""
+    found: dict[tuple[bool, str], list[RefEvent]] = {}
+    for e in events:
+        found.setdefault((e.offline, e.session_id), []).append(e)
+    return found
+
+
+def _lifecycles(events: list[RefEvent]) -> list[list[str]]:
+    """The event types of one session key, split where a session begins (`created`): an offline
+    copy may begin again under the id of one that ended."""
+    found: list[list[str]] = []
+    for e in events:
+        if e.type == "created" or not found:
+            found.append([])
+        found[-1].append(e.type)
+    return found
+
+
+def _show(lives: list[list[str]]) -> str:
+    """Lifecycles as one short line, runs collapsed ("expired x3"): a bug may repeat an event a lot."""
+    runs = [[(t, len(list(g))) for t, g in itertools.groupby(life)] for life in lives]
+    return " | ".join(", ".join(t if n == 1 else f"{t} x{n}" for t, n in life) for life in runs)
+
+
+def _assert_events_match(
+    expected: dict[tuple[bool, str], list[RefEvent]], got: dict[tuple[bool, str], list[RefEvent]]
+) -> None:
+    """Per session, in order: each lifecycle in the stream has at most one ending, last; the stream
+    ends exactly the lifecycles the model ended; the types are the model's; then every field."""
+    for key in sorted(expected.keys() | got.keys()):
+        name = f"{'offline' if key[0] else 'online'} session {key[1]}"
+        mine, theirs = expected.get(key, []), got.get(key, [])
+        lives = _lifecycles(theirs)
+        for life in lives:
+            assert [t for t in life if t in ENDINGS] in ([], life[-1:]), (
+                f"{name} ends more than once or not last: {_show(lives)}"
+            )
+        ended = [life[-1] in ENDINGS for life in _lifecycles(mine)]
+        assert ended == [life[-1] in ENDINGS for life in lives], (
+            f"{name}: the model ended {ended} of its lifecycles; the stream has {_show(lives)}"
+        )
+        assert _show(_lifecycles(mine)) == _show(lives), name
+        assert mine == theirs, name
 
 
 notes_st = st.dictionaries(st.sampled_from(NOTE_NAMES), st.sampled_from(("", "1", "x" * 20)), max_size=2)
@@ -139,6 +234,10 @@ class SessionMachine(RuleBasedStateMachine):
         super().__init__()
         self.client = self.svc.client
         self.svc.reset()
+        # The clock is shared by every example and only moves forward: start each on a whole second,
+        # or a half second left by the last one changes which second a time falls in, so a replay
+        # (while shrinking) can behave differently from its original.
+        self.svc.clock.advance(-self.svc.clock.now_ms % 1000 / 1000)
         self.model = ReferenceStore(POLICIES)
         self.created: list[str] = []
         self.realm_of: dict[str, str] = {}
@@ -331,13 +430,16 @@ class SessionMachine(RuleBasedStateMachine):
         assert expected == got
 
     @precondition(lambda self: self.created)
-    @rule(data=st.data(), offline=offline_st, other_realm=other_realm_st)
-    def logout(self, data: st.DataObject, offline: bool, other_realm: bool) -> None:
-        """Remove one session (from the wrong realm this removes nothing)."""
+    @rule(data=st.data(), offline=offline_st, other_realm=other_realm_st, admin=st.booleans())
+    def logout(self, data: st.DataObject, offline: bool, other_realm: bool, admin: bool) -> None:
+        """Remove one session, as a logout or an administrator's revoke (from the wrong realm this
+        removes nothing)."""
         sid = self._pick(data, offline)
         realm = self._realm(sid, other_realm)
-        got = self.svc.run(self.client.remove_user_session(realm, sid, offline=offline))
-        assert self.model.remove(realm, sid, offline, self.now) == got
+        got = self.svc.run(
+            self.client.remove_user_session(realm, sid, offline=offline, revoked_by_admin=admin)
+        )
+        assert self.model.remove(realm, sid, offline, self.now, revoked_by_admin=admin) == got
 
     @precondition(lambda self: self.created)
     @rule(realm=st.sampled_from(REALMS), user=st.sampled_from(USERS), offline=offline_st)
@@ -393,6 +495,27 @@ class SessionMachine(RuleBasedStateMachine):
         now, m = self.now, self.model
         assert [m.get(self.realm_of[s], s, o, now) for s in sids for o in flags] == gets
         assert [m.list_user(r, u, o, now) for r, u in pairs for o in flags] == [_by_id(x) for x in lists]
+
+    @invariant()
+    def events_match_the_model(self) -> None:
+        """After a sweep at the clock's now, each session's stream events are the model's events.
+
+        Expiry events appear only when some path notices the deadline; sweeping first makes every
+        session dead by now have its `expired` event, so the comparison does not depend on the
+        background sweeper's timing. Checked in turn: each session's events are on one shard (so
+        their order is total); each session the stream shows ended has one ending event, last, and
+        the stream ends exactly the sessions the model ended; the types match the model's; then
+        every field, `at` (the clock of the step that caused it) included. Hypothesis runs it after
+        every step, so at every clock value before the clock moves again: an `expired` event's `at`
+        is then the first clock value at or after the deadline, whichever path got there first.
+        """
+        stream = self.svc.run(_sweep_and_read_streams(self.svc.server))
+        self.model.expire_due(self.now)
+        shards: dict[tuple[bool, str], set[str]] = {}
+        for shard, e in stream:
+            shards.setdefault((e.offline, e.session_id), set()).add(shard)
+        assert {} == {k: v for k, v in shards.items() if len(v) > 1}, "a session's events on two shards"
+        _assert_events_match(_by_session(self.model.events), _by_session(e for _, e in stream))
 
     @precondition(lambda self: self.steps_since_counts >= COUNT_EVERY_STEPS)
     @rule(
@@ -462,6 +585,7 @@ class TestStatefulRegressions:
         m.advance(seconds=30 * TICK)  # the client idle timeout; the user session (90 ticks) lives on
         m.touch_session(sid, False, ["app"], 0, REALM_RM)
         m.reads_match_the_model()
+        m.events_match_the_model()
         assert {} == dict(m.svc.run(m.client.get_user_session(REALM_RM, sid)).client_sessions)
 
     def test_offline_copy_replaces_an_expired_offline_client_session(
@@ -478,6 +602,7 @@ class TestStatefulRegressions:
         m.attach_client(sid, False, "app", {})
         m.copy_offline(sid, ["app"])
         m.reads_match_the_model()
+        m.events_match_the_model()
         assert ["app"] == list(
             m.svc.run(m.client.get_user_session(REALM_RM, sid, offline=True)).client_sessions
         )
