@@ -273,18 +273,18 @@ class SessionRepository:
         max_ms = self._clock.approx_now_ms() + 1000 * life
         home = home_partition(sid)
         claimed = False
+        previous_ttl: int | None = None
         # A caller-brought id is claimed even at home: the pointer is what makes an id taken by
         # another user's session elsewhere visible to this create (minted ids cannot collide).
         if home != partition or session_id is not None:
-            claimed = (
-                await self._call(
-                    home,
-                    "claim_session_id",
-                    [keys.pointer(home, sid), keys.session(home, sid, offline=False)],
-                    [str(partition), str(max_ms - self._clock.approx_now_ms() + HINT_SLACK_MS)],
-                )
-                == 1
+            claim = await self._call(
+                home,
+                "claim_session_id",
+                [keys.pointer(home, sid), keys.session(home, sid, offline=False)],
+                [str(partition), str(max_ms - self._clock.approx_now_ms() + HINT_SLACK_MS)],
             )
+            claimed = claim == 1
+            previous_ttl = None if claimed else int(claim[1])
         added: list[tuple[str, str, str]] = []
         try:
             member = f"{partition}:{sid}"
@@ -331,14 +331,18 @@ class SessionRepository:
             else:
                 reply = await self._call(partition, "create_user_session", base_keys, args)
         except SessionExistsError:
-            # The id's session is in `partition` already (a concurrent create of the same user's id
-            # that found our pointer in place won): the pointer and the hints (the same members) are
-            # that session's, keep them.
+            # The id's session is in `partition` already: the pointer is that session's, keep it (with
+            # its own expiry). The hints are its too when it is the same login (a concurrent create of
+            # the same id that won); a refused create for another user or broker takes them back.
+            if not await self._same_login(new, sid):
+                await self._undo_hints(added)
+            await self._restore_pointer(home, sid, partition, previous_ttl)
             raise
         except SessionStoreError:
             await self._undo_hints(added)
             if claimed:
                 await self._release(home, sid, partition)
+            await self._restore_pointer(home, sid, partition, previous_ttl)
             raise
         session = _decode_session(reply[1], offline=False, cipher=self._cipher)
         return dataclasses.replace(session, evicted_session_ids=tuple(reply[2]))
@@ -375,6 +379,27 @@ class SessionRepository:
             log.debug("session_limits_attempts", script=script, attempts=attempt)
         log.warning("session_limits_contended", script=script, attempts=MAX_LIMIT_ATTEMPTS)
         raise UnavailableError("the user's sessions kept changing; retry")
+
+    async def _restore_pointer(self, home: int, sid: str, partition: int, previous_ttl: int | None) -> None:
+        """Put back the expiry a failed create's claim extended (None: it did not extend one)."""
+        if previous_ttl is None:
+            return
+        with contextlib.suppress(SessionStoreError):  # best effort: a longer pointer life is harmless
+            await self._call(
+                home, "restore_pointer_expiry", [keys.pointer(home, sid)], [str(partition), str(previous_ttl)]
+            )
+
+    async def _same_login(self, new: NewUserSession, sid: str) -> bool:
+        """Whether the live session holding `sid` is this login's (same realm, user and broker ids)."""
+        try:
+            held = await self.get_user_session(new.realm, sid, offline=False)
+        except SessionStoreError:
+            return False
+        return (held.user_id, held.broker_session_id, held.broker_user_id) == (
+            new.user_id,
+            new.broker_session_id,
+            new.broker_user_id,
+        )
 
     async def _release(self, home: int, sid: str, partition: int) -> None:
         with contextlib.suppress(SessionStoreError):  # else the pointer expires by itself

@@ -17,6 +17,7 @@ from session_store import (
     InvalidArgumentError,
     LimitBehavior,
     RealmPolicy,
+    SessionExistsError,
     SessionLimitExceededError,
     SessionLimits,
     SessionNotFoundError,
@@ -84,6 +85,21 @@ class TestCreateWithRealmLimit:
         assert [made.id] == [
             s.id for s in await client.find_user_sessions_by_broker_user_id(REALM, "idp-alice")
         ]
+
+    async def test_a_taken_id_leaves_hints_and_pointer_as_they_were(
+        self, client: AsyncSessionStoreClient, server: SessionStoreServer
+    ) -> None:
+        """Another user's create with a taken caller-brought id is ALREADY_EXISTS and writes nothing."""
+        made = await client.create_user_session(REALM, "alice", session_id="kc-taken", broker_user_id="idp-a")
+        pointer = keys.pointer(home_partition("kc-taken"), "kc-taken")
+        shard = server.router.shard_for(home_partition("kc-taken"))
+        before = await shard.command("PEXPIRETIME", pointer)
+        with pytest.raises(SessionExistsError):
+            await client.create_user_session(REALM, "alice", session_id="kc-taken", broker_user_id="idp-b")
+        key = keys.broker_user_hints(lookup_partition(REALM, "bu", "idp-b"), REALM, "idp-b", offline=False)
+        assert 0 == await server.router.shard_for(keys.partition_of(key)).command("EXISTS", key)
+        assert abs(before - await shard.command("PEXPIRETIME", pointer)) < 2000
+        assert made.id == (await client.get_user_session(REALM, "kc-taken")).id
 
     async def test_terminate_removes_the_least_recently_refreshed(
         self, client: AsyncSessionStoreClient, clock: TestClock
