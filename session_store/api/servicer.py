@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -30,6 +31,7 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Context = grpc.aio.ServicerContext[Any, Any]
 Handler = Callable[[Any, Req, Context], Awaitable[Resp]]
+StreamHandler = Callable[[Any, Req, Context], AsyncGenerator[Resp, None]]
 
 
 def rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
@@ -57,6 +59,39 @@ def rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
             log.exception("rpc_failed")
             await context.abort_with_status(to_status(SessionStoreError("internal error")))
             raise
+        finally:
+            log.debug("rpc", method=name, code=code, ms=round((time.perf_counter() - start) * 1000, 3))
+            structlog.contextvars.unbind_contextvars("rpc")
+
+    return wrapper
+
+
+def stream_rpc(method: StreamHandler[Req, Resp]) -> StreamHandler[Req, Resp]:
+    """The server-streaming twin of `servicer.rpc`: our exceptions end the stream with their status,
+    anything unexpected with INTERNAL (logged once), and one debug line per call."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Req, context: Context) -> AsyncGenerator[Resp, None]:
+        structlog.contextvars.bind_contextvars(rpc=name)
+        start = time.perf_counter()
+        code = "OK"
+        try:
+            async with contextlib.aclosing(method(self, request, context)) as replies:
+                async for reply in replies:
+                    yield reply
+        except SessionStoreError as exc:
+            code = exc.code
+            await context.abort_with_status(to_status(exc))
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            code = "INTERNAL"
+            log.exception("rpc_failed")
+            await context.abort_with_status(to_status(SessionStoreError("internal error")))
         finally:
             log.debug("rpc", method=name, code=code, ms=round((time.perf_counter() - start) * 1000, 3))
             structlog.contextvars.unbind_contextvars("rpc")
@@ -296,43 +331,33 @@ class SessionStoreServicer(pb_grpc.SessionStoreServicer):
         )
         return convert.refresh_token_use_to_proto(use)
 
+    @stream_rpc
     async def RemoveSessions(  # noqa: N802 - gRPC method names are the proto's
         self, request: pb.RemoveSessionsRequest, context: Context
-    ) -> AsyncIterator[pb.RemoveSessionsProgress]:
+    ) -> AsyncGenerator[pb.RemoveSessionsProgress, None]:
         """See the proto. Errors end the stream with a status, as in unary calls."""
-        structlog.contextvars.bind_contextvars(rpc="RemoveSessions")
-        try:
-            realm = convert.realm(request.realm)
-            scope_name = request.WhichOneof("scope")
-            if scope_name is None:
-                raise InvalidArgumentError("one of all, client_id or expired must be set")
-            if scope_name == "client_id":
-                scope, client = RemovalScope.CLIENT, convert.client_id(request.client_id)
-            elif scope_name == "all" and request.all:
-                scope, client = RemovalScope.REALM, ""
-            elif scope_name == "expired" and request.expired:
-                scope, client = RemovalScope.EXPIRED, ""
-            else:
-                raise InvalidArgumentError(f"{scope_name} must be true")
-            if not 0 <= request.batch_size <= MAX_BATCH_SIZE:
-                raise InvalidArgumentError(f"batch_size must be between 1 and {MAX_BATCH_SIZE} (0 = default)")
-            batch = request.batch_size or DEFAULT_BATCH_SIZE
-            async for progress in self._bulk.remove(realm, scope, client_id=client, batch_size=batch):
-                yield pb.RemoveSessionsProgress(
-                    removed=progress.removed,
-                    partitions_done=progress.partitions_done,
-                    partitions_total=progress.partitions_total,
-                )
-            log.info("sessions_removed", scope=scope.name, removed=progress.removed)
-        except SessionStoreError as exc:
-            await context.abort_with_status(to_status(exc))
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception:
-            log.exception("rpc_failed")
-            await context.abort_with_status(to_status(SessionStoreError("internal error")))
-        finally:
-            structlog.contextvars.unbind_contextvars("rpc")
+        realm = convert.realm(request.realm)
+        scope_name = request.WhichOneof("scope")
+        if scope_name is None:
+            raise InvalidArgumentError("one of all, client_id or expired must be set")
+        if scope_name == "client_id":
+            scope, client = RemovalScope.CLIENT, convert.client_id(request.client_id)
+        elif scope_name == "all" and request.all:
+            scope, client = RemovalScope.REALM, ""
+        elif scope_name == "expired" and request.expired:
+            scope, client = RemovalScope.EXPIRED, ""
+        else:
+            raise InvalidArgumentError(f"{scope_name} must be true")
+        if not 0 <= request.batch_size <= MAX_BATCH_SIZE:
+            raise InvalidArgumentError(f"batch_size must be between 1 and {MAX_BATCH_SIZE} (0 = default)")
+        batch = request.batch_size or DEFAULT_BATCH_SIZE
+        async for progress in self._bulk.remove(realm, scope, client_id=client, batch_size=batch):
+            yield pb.RemoveSessionsProgress(
+                removed=progress.removed,
+                partitions_done=progress.partitions_done,
+                partitions_total=progress.partitions_total,
+            )
+        log.info("sessions_removed", scope=scope.name, removed=progress.removed)
 
     @rpc
     async def SetRealmPolicy(  # noqa: N802 - gRPC method names are the proto's
