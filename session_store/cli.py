@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import signal
 import sys
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -22,7 +24,9 @@ from session_store.security.tokens import check_token_files
 from session_store.security.transport import exposure
 from session_store.server import SessionStoreServer, run_until_signal
 from session_store.storage.access import build_shards, load_redis_access
+from session_store.storage.rebalance import MoveProgress, Rebalancer
 from session_store.storage.router import Router
+from session_store.storage.shard import Shard
 
 log = structlog.get_logger(__name__)
 
@@ -91,6 +95,62 @@ async def _rotate(settings: Settings, *, rate: float) -> int:
     return 0
 
 
+def _shard_name(url: str) -> str:
+    """A shard's default name: host:port/db of its URL (never its credentials)."""
+    parts = urlsplit(url)
+    db = parts.path.lstrip("/") or "0"
+    return f"{parts.hostname}:{parts.port or 6379}/{db}" if parts.hostname else parts.path
+
+
+async def _cluster(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.redis.shards:
+        print("session-store: cluster commands need SESSION_STORE_REDIS_URLS", file=sys.stderr)
+        return 2
+
+    def factory(name: str, url: str) -> Shard:
+        return build_shards(settings.redis, [ShardSettings(name=name, url=url)], guard=False)[name]
+
+    router = Router(
+        build_shards(settings.redis, settings.redis.shards, guard=False), factory=factory, refresh_seconds=0
+    )
+
+    def report(progress: MoveProgress) -> None:
+        if progress.moved % 25 == 0 or progress.moved == progress.total:
+            print(json.dumps({"progress": progress.summary()}), flush=True)
+
+    mover = Rebalancer(router, partitions_per_second=getattr(args, "rate", 100.0), on_progress=report)
+    try:
+        await router.connect(attempts=settings.redis.startup_attempts)
+        if args.cluster_command == "status":
+            status = await mover.status()
+            print(f"map epoch {status.epoch}")
+            for shard in status.shards:
+                size = "down" if shard.keys is None else f"{shard.keys} keys"
+                print(f"  {shard.name:<24} weight {shard.weight}  {shard.partitions:>5} partitions  {size}")
+            if status.plan_id:
+                print(f"move plan {status.plan_id}: {status.plan_done}/{status.plan_moves} moved")
+            return 0
+        if args.cluster_command == "add-shard":
+            name = args.name or _shard_name(args.url)
+            result = await mover.add_shard(name, factory(name, args.url), weight=args.weight)
+        elif args.cluster_command == "remove-shard":
+            by_url = {s.url: n for n, s in router.shards.items()}
+            result = await mover.remove_shard(by_url.get(args.shard, args.shard))
+        else:
+            resumed = await mover.recover(resume=True)
+            if resumed is None:
+                print("nothing to resume (no plan, or another mover holds the lease)")
+                return 0
+            result = resumed
+        print(json.dumps({"done": result.summary()}), flush=True)
+        return 0
+    except SessionStoreError as exc:
+        log.error("cluster_command_failed", command=args.cluster_command, error=exc.message)
+        return 1
+    finally:
+        await router.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run it; returns the exit code."""
     parser = argparse.ArgumentParser(prog="session-store", description="Clustered session store.")
@@ -114,6 +174,20 @@ def main(argv: list[str] | None = None) -> int:
         "rotate", help="re-encrypt every note value under the newest key (the service may keep running)"
     )
     rotate.add_argument("--rate", type=float, default=2000.0, help="most hashes rewritten per second")
+    cluster = sub.add_parser("cluster", help="inspect the partition map; add or remove shards while serving")
+    cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
+    cluster_sub.add_parser("status", help="map epoch, partitions and keys per shard, any move in progress")
+    add = cluster_sub.add_parser("add-shard", help="add a shard and move its share of the partitions to it")
+    add.add_argument("url", help="redis://host:port[/db] (or rediss://) of the new, empty shard")
+    add.add_argument("--name", default="", help="the shard's name in the map (default host:port/db)")
+    add.add_argument("--weight", type=int, default=1, help="its share relative to the others (default 1)")
+    remove = cluster_sub.add_parser("remove-shard", help="move every partition off a shard")
+    remove.add_argument("shard", help="the shard's name or URL")
+    cluster_sub.add_parser("resume", help="finish a move plan that a stopped mover left")
+    for mover_cmd in (add, remove, cluster_sub.choices["resume"]):
+        mover_cmd.add_argument(
+            "--rate", type=float, default=100.0, help="most partitions flipped per second (default 100)"
+        )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -137,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, json=settings.log_json)
     if args.command == "keys":
         return asyncio.run(_rotate(settings, rate=args.rate))
+    if args.command == "cluster":
+        return asyncio.run(_cluster(settings, args))
     try:
         return asyncio.run(_serve(settings, test_clock=args.test_clock))
     except EmbeddedRedisError as exc:

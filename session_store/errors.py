@@ -168,6 +168,11 @@ class PartitionMovedError(UnavailableError):
 
     reason = "PARTITION_MOVED"
 
+    def __init__(self, message: str, *, epoch: int = 0) -> None:
+        """Store the message and the map epoch the refusing shard knows (0 when not known)."""
+        super().__init__(message)
+        self.epoch = epoch
+
 
 class PartitionFrozenError(UnavailableError):
     """The partition is being moved between shards; retry after a few milliseconds."""

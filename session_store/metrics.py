@@ -18,8 +18,8 @@ Exported names:
 - ``session_store_shard_up{shard}`` (1 after a call the shard answered, 0 after it could not)
 - ``session_store_sessions{realm,kind}`` (kind: online, offline; refreshed in the background from the
   realm indexes, for realms this node served recently)
-- ``session_store_partition_retries_total{reason}`` (reason: moved, frozen; stays 0 until
-  resharding exists)
+- ``session_store_partition_retries_total{reason}`` (reason: moved, frozen: script calls this node
+  retried while resharding moved their partition)
 """
 
 from __future__ import annotations
@@ -197,6 +197,10 @@ class Metrics:
         self.port = 0
 
     # -- store metrics ------------------------------------------------------------------------
+
+    def observe_retry(self, reason: str) -> None:
+        """Count one call retried because its partition had moved ("moved") or was frozen ("frozen")."""
+        self.retries.labels(reason).inc()
 
     def observe_shard_call(self, shard: str, script: str, seconds: float, kind: str | None) -> None:
         """The `Shard` observer: latency per shard and script, errors by kind, and shard up/down."""

@@ -17,6 +17,7 @@ from session_store.api.servicer import SessionStoreServicer, TestClockServicer
 from session_store.api.single_use import SingleUseObjectsServicer
 from session_store.api.tokens import TokenValidationServicer
 from session_store.config import Settings, ShardSettings
+from session_store.errors import SessionStoreError
 from session_store.events.stats import PipelineStats, gather_pipeline_stats
 from session_store.events.sweeper import Sweeper
 from session_store.events.watch import StreamHub
@@ -31,6 +32,7 @@ from session_store.storage.auth_sessions import AuthenticationSessionRepository
 from session_store.storage.bulk import BulkRemoval
 from session_store.storage.login_failures import LoginFailureRepository
 from session_store.storage.policies import PolicyStore
+from session_store.storage.rebalance import Rebalancer
 from session_store.storage.router import Router
 from session_store.storage.sessions import SessionRepository
 from session_store.storage.single_use import SingleUseObjectRepository
@@ -91,12 +93,13 @@ class SessionStoreServer:
         self.metrics = Metrics() if settings.metrics_listen else None
         # TLS, ACL credentials and a memory guard per shard (storage/access.py); a bad password or
         # TLS file fails here with SettingsError, before anything connects.
+        observer = self.metrics.observe_shard_call if self.metrics else None
         self.router = Router(
-            build_shards(
-                settings.redis,
-                shards,
-                observer=self.metrics.observe_shard_call if self.metrics else None,
-            )
+            build_shards(settings.redis, shards, observer=observer),
+            factory=lambda name, url: build_shards(
+                settings.redis, [ShardSettings(name=name, url=url)], observer=observer
+            )[name],
+            on_retry=self.metrics.observe_retry if self.metrics else None,
         )
         self.policies = PolicyStore(self.router, settings.policy_refresh_seconds)
         # Encryption of note values at rest; a bad key file fails here, before anything connects.
@@ -188,6 +191,7 @@ class SessionStoreServer:
         """
         self.security.check_listener(listen or self.settings.listen)
         await self.router.connect(attempts=self.settings.redis.startup_attempts)
+        await self._repair_interrupted_move()
         address = listen or self.settings.listen
         self.port = self.security.bind(self.server, address)
         if self.port == 0 and not address.startswith("unix:"):
@@ -231,6 +235,14 @@ class SessionStoreServer:
             caller_auth=self.security.mode,
         )
         return self.port
+
+    async def _repair_interrupted_move(self) -> None:
+        """Leave no partition frozen or half-moved by a mover that died (its lease lapsed): each ends on
+        one shard; the rest of its plan waits for `session-store cluster resume`."""
+        try:
+            await Rebalancer(self.router).recover(resume=False)
+        except SessionStoreError as exc:
+            log.warning("interrupted_move_not_repaired", error=exc.message)
 
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING, then (for a configured shutdown, `grace` None) wait the shutdown delay so

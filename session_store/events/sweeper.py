@@ -20,9 +20,10 @@ import structlog
 from redis import exceptions as redis_errors
 
 from session_store.config import EventSettings
-from session_store.errors import SessionStoreError
+from session_store.errors import PartitionFrozenError, PartitionMovedError, SessionStoreError
 from session_store.model.clock import Clock
 from session_store.storage import keys
+from session_store.storage._errors import NoMapError
 from session_store.storage.expiry import ExpiryRepository
 from session_store.storage.router import Router
 from session_store.storage.shard import Shard
@@ -111,7 +112,14 @@ class Sweeper:
         """
         ended = 0
         for _ in range(MAX_CALLS_PER_PARTITION):
-            result = await self._expiry.expire_sessions(shard, partition)
+            try:
+                result = await self._expiry.expire_sessions(shard, partition)
+            except (PartitionMovedError, PartitionFrozenError):
+                # Moved away: its new owner sweeps it. Frozen: the claim lapses and it is swept later.
+                break
+            except NoMapError:
+                await self._router.seed(shard)  # a wiped shard: its partitions are swept next round
+                break
             ended += result.ended
             if not result.more:
                 break

@@ -8,6 +8,8 @@ from redis import exceptions as redis_errors
 
 from session_store.errors import (
     LimitExceededError,
+    PartitionFrozenError,
+    PartitionMovedError,
     RefreshTokenReuseError,
     SessionExistsError,
     SessionLimitExceededError,
@@ -36,6 +38,20 @@ class StaleHintError(Exception):
         self.payload = payload
 
 
+class NoMapError(Exception):
+    """Internal: the shard has no ownership string (new or wiped); the router seeds it and retries."""
+
+
+def _moved(message: str) -> PartitionMovedError:
+    partition, _, epoch = message.partition(" ")
+    known = int(epoch) if epoch.isdigit() else 0
+    return PartitionMovedError(f"partition {partition} has moved to another shard", epoch=known)
+
+
+def _frozen(message: str) -> PartitionFrozenError:
+    return PartitionFrozenError(f"partition {message} is being moved; retry in a few milliseconds")
+
+
 _SCRIPT_ERRORS: dict[str, type[SessionStoreError]] = {
     "SS_NOT_FOUND": SessionNotFoundError,
     "SS_EXISTS": SessionExistsError,
@@ -49,6 +65,9 @@ _SCRIPT_ERRORS: dict[str, type[SessionStoreError]] = {
 _INTERNAL_SIGNALS: dict[str, Callable[[str], Exception]] = {
     "SS_REDIRECT": lambda message: RedirectError(int(message)),
     "SS_STALE": StaleHintError,
+    "SS_NO_MAP": lambda _message: NoMapError(),
+    "SS_MOVED": _moved,
+    "SS_FROZEN": _frozen,
 }
 _REDIS_ERRORS: dict[str, tuple[type[SessionStoreError], str]] = {
     "OOM": (LimitExceededError, "is out of memory"),

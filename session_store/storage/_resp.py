@@ -57,7 +57,13 @@ class _Connection:
     """One TCP connection with a FIFO of waiting callers."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float, where: str
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        timeout: float,
+        where: str,
+        *,
+        raw: bool = False,
     ) -> None:
         self._reader = reader
         self._writer = writer
@@ -68,7 +74,8 @@ class _Connection:
         self._sent_at: collections.deque[float] = collections.deque()
         self._buffer: list[bytes] = []
         self._flush_scheduled = False
-        self._parser = hiredis.Reader(encoding="utf-8", errors="replace")
+        # raw: bulk replies stay bytes (DUMP payloads are binary); else text, as every caller reads.
+        self._parser = hiredis.Reader() if raw else hiredis.Reader(encoding="utf-8", errors="replace")
         self.closed = False
         self._task = self._loop.create_task(self._read_replies())
         # One watchdog per connection instead of a timer per call: it checks the oldest reply.
@@ -238,10 +245,10 @@ class PipelinedClient:
             return redis_errors.AuthenticationError(f"{self._where} refused AUTH as {user!r}: {text}")
         return reply
 
-    async def _open(self, reply_timeout: float | None = None) -> _Connection:
+    async def _open(self, reply_timeout: float | None = None, *, raw: bool = False) -> _Connection:
         reader, writer = await self._open_stream()
         late = self._timeout if reply_timeout is None else reply_timeout
-        conn = _Connection(reader, writer, late, self._where)
+        conn = _Connection(reader, writer, late, self._where, raw=raw)
         auth = self._auth_command()
         try:
             if auth is not None:
@@ -256,18 +263,20 @@ class PipelinedClient:
             raise
         return conn
 
-    async def dedicated(self, *, reply_timeout: float) -> DedicatedConnection:
-        """Open a connection of its own (TLS, AUTH and SELECT as the shared ones), for blocking reads.
+    async def dedicated(self, *, reply_timeout: float, raw: bool = False) -> DedicatedConnection:
+        """Open a connection of its own (TLS, AUTH and SELECT as the shared ones), for blocking reads
+        or binary replies.
 
         Args:
             reply_timeout: how late a reply may be before the connection is closed (a blocking
                 command's block time plus some slack).
+            raw: replies as bytes, not text (DUMP payloads for moving keys).
 
         Raises:
             redis.exceptions.AuthenticationError: the server refused the credentials.
             redis.exceptions.ConnectionError: the connection failed.
         """
-        return DedicatedConnection(await self._open(reply_timeout))
+        return DedicatedConnection(await self._open(reply_timeout, raw=raw))
 
     async def execute(self, *args: Arg) -> Any:
         """Send one command (batched with the others of this loop turn) and await its reply.

@@ -136,7 +136,8 @@ class AuthenticationSessionRepository:
         if cached is None:
             cached = await self._policies.get(realm)
         partition = home_partition(root_id)
-        return await self._router.shard_for(partition).call(
+        return await self._router.call(
+            partition,
             script,
             [keys.root_auth_session(partition, realm, root_id)],
             [self._clock.script_now(), str(auth_session_lifespan(cached.policy)), *args],

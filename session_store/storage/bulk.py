@@ -115,7 +115,8 @@ class BulkRemoval:
                 ids = [m[len(prefix) :] for m in members if m.startswith(prefix)]
                 for chunk in _chunks(ids, batch_size):
                     removed += int(
-                        await shard.call(
+                        await self._router.call(
+                            partition,
                             "remove_client_sessions_batch",
                             [
                                 cidx,
@@ -130,7 +131,8 @@ class BulkRemoval:
             ids = await shard.command("ZRANGE", ridx, 0, -1)
             for chunk in _chunks(ids, batch_size):
                 removed += int(
-                    await shard.call(
+                    await self._router.call(
+                        partition,
                         "remove_sessions_batch",
                         [
                             ridx,

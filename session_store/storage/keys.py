@@ -35,6 +35,14 @@ key                                         holds
 ``ss:counts``                               hash "s:<realm>"/"o:<realm>" -> sessions not yet ended,
                                             "e:<type>" -> events appended, on this shard
 ``ss:shard``                                this shard's random identity (names it in cursors)
+``ss:own``                                  which partitions this shard owns: one byte per partition
+                                            ('1' owned, '3' being copied out, '2' frozen, '0' not
+                                            owned), then ``:`` and the map epoch it was set from
+``ss:journal``                              set of the keys touched in partitions being copied out
+``ss:topology``                             hash: ``epoch``, ``map`` (JSON: shards with URL and
+                                            weight, owner of every partition); on every shard
+``ss:rebalance``                            the move plan in progress (JSON), on every shard
+``ss:rebalance:lock``                       the mover's lease
 ==========================================  =====================================================
 
 The last four are per shard, not per partition: in standalone mode a script may touch any key of
@@ -153,6 +161,27 @@ COUNTS = f"{PREFIX}counts"
 """The shard's counters: sessions per realm, events per type."""
 SHARD_IDENTITY = f"{PREFIX}shard"
 """The shard's random identity."""
+
+
+OWNERSHIP = f"{PREFIX}own"
+"""The shard's ownership string (read by every script's guard)."""
+JOURNAL = f"{PREFIX}journal"
+"""The keys touched in this shard's partitions that are being copied out."""
+TOPOLOGY = f"{PREFIX}topology"
+"""The partition map with its epoch (the newest any mover wrote to this shard)."""
+REBALANCE = f"{PREFIX}rebalance"
+"""The move plan in progress."""
+REBALANCE_LOCK = f"{PREFIX}rebalance:lock"
+"""The lease of the one mover that may work on the plan."""
+GUARD_KEYS = (OWNERSHIP, JOURNAL)
+"""Appended to every script call: the ownership guard of the prelude takes them off again."""
+
+
+def partition_pattern(first_digit: int) -> str:
+    """A SCAN pattern for every key of the partitions whose number starts with hex digit `first_digit`."""
+    if not 0 <= first_digit < 16:
+        raise ValueError(f"hex digit {first_digit} out of range")
+    return f"{PREFIX}{{{first_digit:x}??}}:*"
 
 
 SHARD_KEYS = (EVENTS, DUE, COUNTS)

@@ -70,7 +70,7 @@ class LoginFailureRepository:
         self._clock = clock
 
     async def _call(self, partition: int, script: str, keys_: Sequence[str], args: Sequence[str]) -> Any:
-        return await self._router.shard_for(partition).call(script, keys_, args)
+        return await self._router.call(partition, script, keys_, args)
 
     def _keys(self, realm: str, user_id: str) -> tuple[int, list[str]]:
         partition = user_partition(realm, user_id)

@@ -1,19 +1,71 @@
-"""Routing: which shard serves a partition, from the partition map of the configured shards."""
+"""Routing: which shard serves a partition, from the newest stored partition map, with retries when
+a partition has moved or is frozen by a move.
+
+A node starts from the map its configured shards hold (the highest epoch among them); when none
+holds one, it computes the map of the configured shards (`place_partitions`, epoch 1) and seeds it on
+every shard. It then follows changes: every `refresh_seconds` it reads each shard's epoch, and a
+script that answers SS_MOVED makes it read the newer map at once. A stale map is harmless: the
+ownership guard of every script refuses partitions the shard does not own, and `call` retries on
+the new owner (docs/architecture.md, "Resharding").
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import structlog
+
+from session_store.errors import (
+    PartitionFrozenError,
+    PartitionMovedError,
+    SessionStoreError,
+    ShardUnavailableError,
+)
 from session_store.model.placement import PartitionMap, place_partitions
-from session_store.storage.shard import Shard
+from session_store.storage._errors import NoMapError
+from session_store.storage.shard import KeyOrArg, Shard
+from session_store.storage.topology import Topology, read_epoch, read_topology, seed_topology
+
+log = structlog.get_logger(__name__)
+
+ShardFactory = Callable[[str, str], Shard]
+"""Builds a shard the node was not configured with but the stored map names: (name, URL) -> Shard."""
+
+TOPOLOGY_REFRESH_SECONDS = 1.0
+"""How often a node reads every shard's map epoch: the bound on how long it runs on a stale map
+when no call has told it (a call that meets a moved partition refreshes at once)."""
+ROUTE_ATTEMPTS = 12
+"""Tries of one script call across moved/frozen answers before the caller gets UNAVAILABLE."""
+FROZEN_BACKOFF_SECONDS = 0.002
+"""First wait after a frozen answer; doubles up to `MAX_BACKOFF_SECONDS` (a freeze lasts ms)."""
+MAX_BACKOFF_SECONDS = 0.1
+
+RetryObserver = Callable[[str], None]
+"""Told of every retried call with its reason: "moved" or "frozen" (metrics)."""
 
 
 class Router:
     """The shards of this service node and the partition map that places partitions on them."""
 
-    def __init__(self, shards: Mapping[str, Shard], weights: Mapping[str, int] | None = None) -> None:
-        """Place partitions on `shards` (weights default to 1 each).
+    def __init__(
+        self,
+        shards: Mapping[str, Shard],
+        weights: Mapping[str, int] | None = None,
+        *,
+        factory: ShardFactory | None = None,
+        refresh_seconds: float = TOPOLOGY_REFRESH_SECONDS,
+        on_retry: RetryObserver | None = None,
+    ) -> None:
+        """Start from the map of `shards` in order (weights default to 1 each) until `connect` reads
+        the stored one.
+
+        Args:
+            factory: builds shards the stored map names but the configuration does not.
+            refresh_seconds: how often to look for a newer map (0: only when a call meets one).
+            on_retry: told of every moved/frozen retry.
 
         Raises:
             ValueError: no shards, or weights for unknown shards.
@@ -25,26 +77,189 @@ class Router:
         if unknown:
             raise ValueError(f"weights given for unknown shards: {sorted(unknown)}")
         self.shards = dict(shards)
-        self.partition_map: PartitionMap = place_partitions({name: weights.get(name, 1) for name in shards})
-        self._by_partition = [self.shards[owner] for owner in self.partition_map.owners]
-        self._partitions_by_shard = {name: self.partition_map.partitions_of(name) for name in self.shards}
+        self._factory = factory
+        self._refresh_seconds = refresh_seconds
+        self.on_retry = on_retry
+        self._refresh_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._use(place_partitions({name: weights.get(name, 1) for name in shards}))
+
+    def _use(self, partition_map: PartitionMap) -> None:
+        self.partition_map = partition_map
+        self._by_partition = [self.shards[owner] for owner in partition_map.owners]
+        self._partitions_by_shard = {name: partition_map.partitions_of(name) for name in self.shards}
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the map in use."""
+        return self.partition_map.epoch
+
+    def topology(self) -> Topology:
+        """The map in use with the URL of each shard."""
+        return Topology(self.partition_map, {name: shard.url for name, shard in self.shards.items()})
 
     def shard_for(self, partition: int) -> Shard:
         """The shard that owns a partition."""
         return self._by_partition[partition]
 
     def partitions_by_shard(self) -> dict[str, list[int]]:
-        """Shard name -> the partitions it owns."""
+        """Shard name -> the partitions it owns (every known shard, possibly none)."""
         return self._partitions_by_shard
 
+    async def call(self, partition: int, script: str, keys_: Sequence[str], args: Sequence[KeyOrArg]) -> Any:
+        """Run a script on the owner of `partition`, following moves and waiting out freezes.
+
+        A moved or frozen answer proves the script did nothing, so retrying is always safe.
+
+        Raises:
+            PartitionMovedError, PartitionFrozenError: still so after `ROUTE_ATTEMPTS` tries.
+            SessionStoreError: anything else the shard answered (see `Shard.call`).
+        """
+        delay = FROZEN_BACKOFF_SECONDS
+        last: SessionStoreError | None = None
+        for _attempt in range(ROUTE_ATTEMPTS):
+            shard = self._by_partition[partition]
+            try:
+                return await shard.call(script, keys_, args)
+            except PartitionMovedError as exc:
+                last = exc
+                self._retried("moved")
+                await self.refresh(exc.epoch)
+                if self._by_partition[partition] is not shard:
+                    continue
+            except PartitionFrozenError as exc:
+                last = exc
+                self._retried("frozen")
+            except NoMapError:
+                last = ShardUnavailableError(f"shard {shard.name} holds no partition map yet")
+                await self.seed(shard)
+                continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+        assert last is not None  # noqa: S101 - the loop ran at least once and only failures continue
+        raise last
+
+    def _retried(self, reason: str) -> None:
+        if self.on_retry is not None:
+            self.on_retry(reason)
+
+    async def seed(self, shard: Shard) -> None:
+        """Give a shard without an ownership string the one of the newest map (it was wiped or is new).
+
+        Raises:
+            SessionStoreError: the shard failed.
+        """
+        await self.refresh()
+        if await seed_topology(shard, self.topology(), ownership=True):
+            log.warning("shard_seeded", shard=shard.name, epoch=self.epoch)
+
+    async def refresh(self, at_least: int = 0) -> None:
+        """Adopt the newest map any shard holds (one concurrent refresh at a time).
+
+        Args:
+            at_least: skip the reads when the map in use is already this new (0: always read).
+        """
+        async with self._refresh_lock:
+            if at_least and self.epoch >= at_least:
+                return
+            names = list(self.shards)
+            epochs = await asyncio.gather(
+                *(read_epoch(self.shards[n]) for n in names), return_exceptions=True
+            )
+            newest, holder = self.epoch, ""
+            for name, epoch in zip(names, epochs, strict=True):
+                if isinstance(epoch, int) and epoch > newest:
+                    newest, holder = epoch, name
+            if holder:
+                stored = await read_topology(self.shards[holder])
+                if stored is not None and stored.epoch > self.epoch:
+                    await self._adopt(stored)
+
+    async def _adopt(self, topology: Topology) -> None:
+        """Use a stored map, connecting first to any shard it names that this node does not know."""
+        for name in topology.map.shards:
+            if name in self.shards:
+                continue
+            if self._factory is None:
+                raise ShardUnavailableError(
+                    f"the partition map names shard {name} and this node cannot reach it"
+                )
+            await self.add_shard(name, self._factory(name, topology.urls[name]))
+            log.info("shard_added_from_map", shard=name, epoch=topology.epoch)
+        before = self.epoch
+        self._use(topology.map)
+        log.info("partition_map_adopted", epoch=topology.epoch, previous=before)
+
+    async def use(self, topology: Topology) -> None:
+        """Use a map this node made (the mover's flips) when it is newer than the one in use."""
+        async with self._refresh_lock:
+            if topology.epoch > self.epoch:
+                await self._adopt(topology)
+
+    async def connect_shard(self, name: str, url: str) -> Shard:
+        """Connect a shard the configuration does not name (a move's target) and route through it.
+
+        Raises:
+            ShardUnavailableError: no shard factory, or the shard did not answer.
+        """
+        if name in self.shards:
+            return self.shards[name]
+        if self._factory is None:
+            raise ShardUnavailableError(f"this node cannot build a connection to shard {name}")
+        await self.add_shard(name, self._factory(name, url))
+        return self.shards[name]
+
+    async def add_shard(self, name: str, shard: Shard) -> None:
+        """Connect a new shard and give it an ownership string that owns nothing (it does not
+        appear in the map until a move flips a partition to it).
+
+        Raises:
+            ShardUnavailableError: the shard did not answer.
+        """
+        if name in self.shards:
+            return
+        await shard.connect(attempts=3, delay=0.2)
+        await seed_topology(shard, self.topology(), ownership=True)
+        self.shards[name] = shard
+        self._partitions_by_shard[name] = []
+
     async def connect(self, *, attempts: int = 10, delay: float = 0.5) -> None:
-        """Connect every shard (bounded retries each), concurrently.
+        """Connect every shard (bounded retries each), then load or seed the stored map and start
+        following it.
 
         Raises:
             ShardUnavailableError: a shard did not answer.
         """
         await asyncio.gather(*(s.connect(attempts=attempts, delay=delay) for s in self.shards.values()))
+        await self.refresh()
+        # Seeding is idempotent: it writes the map only where it is newer and an ownership string only
+        # where there is none (a new shard, or the first start).
+        configured = list(self.shards.values())
+        await asyncio.gather(*(seed_topology(s, self.topology(), ownership=True) for s in configured))
+        unplaced = [n for n in self.shards if n not in self.partition_map.shards]
+        if unplaced:
+            log.warning(
+                "shards_not_in_partition_map",
+                shards=unplaced,
+                epoch=self.epoch,
+                hint="add them with `session-store cluster add-shard`",
+            )
+        if self._refresh_seconds > 0 and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._follow())
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_seconds)
+            try:
+                await self.refresh()
+            except SessionStoreError as exc:
+                log.warning("partition_map_refresh_failed", error=exc.message)
 
     async def close(self) -> None:
-        """Close every shard's pool."""
+        """Stop following the map and close every shard's pool."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
         await asyncio.gather(*(s.close() for s in self.shards.values()))

@@ -193,7 +193,7 @@ class SessionRepository:
         return [self._clock.script_now(), *cached.args]
 
     async def _call(self, partition: int, script: str, keys_: Sequence[str], args: Sequence[str]) -> Any:
-        return await self._router.shard_for(partition).call(script, keys_, args)
+        return await self._router.call(partition, script, keys_, args)
 
     async def _by_id(
         self,

@@ -15,6 +15,7 @@ from session_store.model.single_use import REVOKED_KEY_SUFFIX
 from session_store.storage._errors import translate
 from session_store.storage._resp import PipelinedClient, RedisAccess
 from session_store.storage._scripts import load_scripts
+from session_store.storage.keys import GUARD_KEYS
 from session_store.storage.memory import MemoryGuard
 
 log = structlog.get_logger(__name__)
@@ -161,15 +162,17 @@ class Shard:
         """Run a script by SHA; reload scripts once on NOSCRIPT (a restarted or flushed shard).
 
         Raises:
-            SessionStoreError: a subclass translated from the script's error or a Redis failure.
-            RedirectError, StaleHintError: internal signals for the storage layer.
+            SessionStoreError: a subclass translated from the script's error or a Redis failure;
+                PartitionMovedError / PartitionFrozenError from the ownership guard.
+            RedirectError, StaleHintError, NoMapError: internal signals for the storage layer.
         """
         if script in GUARDED_SCRIPTS and not (
             script == "put_single_use_object" and keys[0].endswith(REVOKED_KEY_SUFFIX)
         ):
             self.ensure_room()
         sha = self._scripts[script].sha
-        return await self._observed(script, self._evalsha(sha, keys, args))
+        # The prelude's ownership guard takes these two back off KEYS (see _prelude.lua).
+        return await self._observed(script, self._evalsha(sha, [*keys, *GUARD_KEYS], args))
 
     async def _evalsha(self, sha: str, keys: Sequence[str], args: Sequence[KeyOrArg]) -> Any:
         try:

@@ -46,7 +46,7 @@ class SingleUseObjectRepository:
         self._cipher = cipher
 
     async def _call(self, partition: int, script: str, keys_: Sequence[str], args: Sequence[str]) -> Any:
-        return await self._router.shard_for(partition).call(script, keys_, args)
+        return await self._router.call(partition, script, keys_, args)
 
     async def _on_object(self, script: str, realm: str, key: str, args: Sequence[str]) -> Any:
         """Run a script on the one key of an object, with now in front of `args`."""

@@ -9,7 +9,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from session_store.model.ids import PARTITION_COUNT
-from session_store.model.placement import PartitionMap, apportion, place_partitions
+from session_store.model.placement import PartitionMap, apportion, moves_between, place_partitions, rebalance
 
 # Each placement ranks a donor's partitions per added shard (up to ~80 ms at 16): keep example counts low.
 PLACEMENT = settings(max_examples=8, deadline=None)
@@ -150,3 +150,86 @@ class TestInvalidInput:
         """A weight below 1 raises ValueError naming the shard."""
         with pytest.raises(ValueError, match="'b' has weight"):
             place_partitions({"a": 1, "b": weight})
+
+
+weighted = st.dictionaries(shard_names, st.integers(1, 5), min_size=1, max_size=6)
+
+
+class TestRebalance:
+    """Changing the shard set of a stored map (`rebalance`): minimal movement, exact balance, determinism."""
+
+    @PLACEMENT
+    @given(weighted, shard_names, st.integers(1, 5))
+    def test_adding_moves_exactly_the_new_share_and_only_to_it(
+        self, weights: dict[str, int], new: str, weight: int
+    ) -> None:
+        """Every moved partition goes to the new shard, and exactly its apportioned share moves."""
+        if new in weights:
+            return
+        current = place_partitions(weights)
+        after = rebalance(current, {**weights, new: weight})
+        moves = moves_between(current, after)
+        assert {new} == {m.target for m in moves} or not moves
+        assert apportion({**weights, new: weight})[new] == len(moves)
+
+    @PLACEMENT
+    @given(weighted.filter(lambda w: len(w) >= 2), st.data())
+    def test_removing_moves_only_the_removed_shards_partitions(
+        self, weights: dict[str, int], data: st.DataObject
+    ) -> None:
+        """Only the removed shard's partitions move, all of them, and the rest end balanced."""
+        gone = data.draw(st.sampled_from(sorted(weights)))
+        current = place_partitions(weights)
+        kept = {n: w for n, w in weights.items() if n != gone}
+        after = rebalance(current, kept)
+        moves = moves_between(current, after)
+        assert {gone} == {m.source for m in moves}
+        assert counts(current)[gone] == len(moves)
+        assert apportion(kept) == dict(counts(after))
+        assert gone not in after.shards
+
+    @PLACEMENT
+    @given(weighted, st.data())
+    def test_any_change_moves_the_sum_of_deficits_and_balances_exactly(
+        self, weights: dict[str, int], data: st.DataObject
+    ) -> None:
+        """Weight changes move exactly what the new shares require: no partition moves twice over."""
+        current = place_partitions(weights)
+        changed = {n: data.draw(st.integers(0, 5)) for n in weights}
+        if not any(changed.values()):
+            return
+        after = rebalance(current, changed)
+        target = apportion({n: w for n, w in changed.items() if w > 0})
+        before_counts = counts(current)
+        deficit = sum(max(0, target[n] - before_counts.get(n, 0)) for n in target)
+        assert deficit == len(moves_between(current, after))
+        assert target == dict(counts(after))
+
+    @FEW
+    @given(weighted, shard_names)
+    def test_every_node_plans_the_same_map(self, weights: dict[str, int], new: str) -> None:
+        """The plan depends only on the stored map and the new weights."""
+        if new in weights:
+            return
+        plan = {**weights, new: 1}
+        assert rebalance(place_partitions(weights), plan) == rebalance(
+            place_partitions(dict(weights)), dict(plan)
+        )
+
+    @FEW
+    @given(weighted, shard_names)
+    def test_an_added_shard_takes_what_placing_from_scratch_gives_it(
+        self, weights: dict[str, int], new: str
+    ) -> None:
+        """Adding through the stored map and placing the longer list agree partition for partition."""
+        if new in weights:
+            return
+        assert (
+            rebalance(place_partitions(weights), {**weights, new: 2}).owners
+            == place_partitions({**weights, new: 2}).owners
+        )
+
+    def test_refuses_to_remove_every_shard(self) -> None:
+        """At least one shard must keep a weight."""
+        with pytest.raises(ValueError, match="at least one"):
+            rebalance(place_partitions({"a": 1}), {"a": 0})

@@ -11,7 +11,17 @@
 --   15 max notes per session or client session     16 max client sessions per user session
 -- Errors (prefixes, mapped to exceptions in storage/_errors.py):
 --   SS_NOT_FOUND, SS_EXISTS, SS_LIMIT, SS_REDIRECT <partition>, SS_STALE, SS_BAD_ARG,
---   SS_SESSION_LIMIT, SS_RT_STALE, SS_RT_REUSE
+--   SS_SESSION_LIMIT, SS_RT_STALE, SS_RT_REUSE, and from the ownership guard below: SS_MOVED
+--   <partition> <epoch>, SS_FROZEN <partition>, SS_NO_MAP
+--
+-- Ownership guard (runs before every script body): the caller (storage/shard.py) appends two keys to
+-- every call, the shard's ownership string `ss:own` (one byte per partition: '1' owned, '3' owned and
+-- being copied out, '2' frozen for the last step of a move, '0' not owned; then ':' and the epoch of
+-- the map it was last set from) and its move journal `ss:journal` (a set of key names). The guard
+-- takes both off KEYS, so bodies see exactly the keys they were given, and checks the partition of
+-- every hash-tagged key before any body runs: not owned -> SS_MOVED, frozen -> SS_FROZEN, no
+-- ownership string at all (a new or wiped shard) -> SS_NO_MAP; keys of a partition being copied out
+-- are added to the journal, so the mover re-copies what changed after its first pass.
 local HDR = 16
 
 -- Raise one of our error replies. Scripts check everything before their first write: Redis does not
@@ -491,4 +501,30 @@ local function hint_expiry(key, now)
   local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
   if last[2] == 'inf' then redis.call('PERSIST', key)
   else redis.call('PEXPIRE', key, math.max(1, tonumber(last[2]) - now)) end
+end
+
+-- The ownership guard (see the header); every body runs after it.
+do
+  local journal = table.remove(KEYS)
+  local own = table.remove(KEYS)
+  local state = {}
+  for i = 1, #KEYS do
+    local k = KEYS[i]
+    if string.sub(k, 1, 4) == 'ss:{' and string.sub(k, 8, 8) == '}' then
+      local hex = string.sub(k, 5, 7)
+      local b = state[hex]
+      if b == nil then
+        local p = tonumber(hex, 16)
+        b = redis.call('GETRANGE', own, p, p)
+        if b == '' then error({err = 'SS_NO_MAP'}) end
+        if b == '0' then
+          local epoch = redis.call('GETRANGE', own, 4097, -1)
+          error({err = 'SS_MOVED ' .. p .. ' ' .. epoch})
+        end
+        if b == '2' then error({err = 'SS_FROZEN ' .. p}) end
+        state[hex] = b
+      end
+      if b == '3' then redis.call('SADD', journal, k) end
+    end
+  end
 end
