@@ -98,6 +98,8 @@ async def _rotate(settings: Settings, *, rate: float) -> int:
 def _shard_name(url: str) -> str:
     """A shard's default name: host:port/db of its URL (never its credentials)."""
     parts = urlsplit(url)
+    if parts.scheme.endswith("+sentinel"):  # several sentinel hosts: the group is its master name
+        return parts.path.strip("/") or "sentinel"
     db = parts.path.lstrip("/") or "0"
     return f"{parts.hostname}:{parts.port or 6379}/{db}" if parts.hostname else parts.path
 

@@ -207,7 +207,28 @@ class StreamHub:
         self._started = True
         for feed in feeds:
             feed.task = asyncio.create_task(self._follow(feed), name=f"events-{feed.shard.name}")
+        self._router.shard_listeners.append(self.add_shard)
         log.info("event_hub_started", shards={f.shard.name: f.identity for f in feeds})
+
+    async def add_shard(self, shard: Shard) -> None:
+        """Follow a shard the router connected while serving (a move's target): open watches read
+        its stream from its oldest entry, so they miss none of the events of partitions moved to it.
+
+        Raises:
+            SessionStoreError: the shard failed.
+        """
+        if not self._started or self._closed:
+            return
+        feed = await self._open_feed(shard)
+        if feed.identity in self._feeds:
+            return
+        oldest = (await _stream_info(shard)).before_oldest()
+        self._feeds[feed.identity] = feed
+        for watcher in self._watchers:
+            watcher.positions[feed.identity] = watcher.foreign.pop(feed.identity, oldest)
+        feed.task = asyncio.create_task(self._follow(feed), name=f"events-{feed.shard.name}")
+        self._notify()
+        log.info("event_hub_shard_added", shard=shard.name, identity=feed.identity)
 
     async def stop(self, wait: float = DEFAULT_STOP_WAIT_SECONDS) -> None:
         """End every watch (each stream ends UNAVAILABLE so clients resume elsewhere), then the readers.
@@ -310,7 +331,7 @@ class StreamHub:
                 raise UnavailableError(SHUTDOWN_MESSAGE)
             changed = self._changed  # taken before reading, so no wake-up falls between
             moved = False
-            for identity, feed in self._feeds.items():
+            for identity, feed in list(self._feeds.items()):  # a shard may be added meanwhile
                 for position, event in await self._read_or_defer(watcher, identity, feed):
                     moved = True
                     watcher.positions[identity] = position

@@ -74,6 +74,8 @@ _REDIS_ERRORS: dict[str, tuple[type[SessionStoreError], str]] = {
     "READONLY": (ShardUnavailableError, "cannot take writes now"),
     "LOADING": (ShardUnavailableError, "is loading its data"),
     "MASTERDOWN": (ShardUnavailableError, "lost its primary"),
+    # min-replicas-to-write refused the write before the script ran: safe to retry elsewhere/later.
+    "NOREPLICAS": (ShardUnavailableError, "has too few replicas in sync to take writes"),
     "BUSY": (ShardUnavailableError, "is busy running a script"),
     # A shard we cannot use as configured (credentials, ACL) is unavailable to the caller; the
     # operator sees the reason in the startup check and the shard error metrics.

@@ -215,6 +215,7 @@ class Rebalancer:
         if name in self._router.partition_map.shards:
             raise PreconditionFailedError(f"shard {name} is already in the partition map")
         await self._router.add_shard(name, shard)
+        await self._copy_shared_keys(shard)
         weights = self._weights()
         weights[name] = weight
         return await self._plan_and_run(weights)
@@ -468,6 +469,32 @@ class Rebalancer:
             deltas[field_name] = deltas.get(field_name, 0) + 1
         earliest = str(int(float(first[1]))) if first else ""
         return deltas, earliest
+
+    async def _copy_shared_keys(self, shard: Shard) -> None:
+        """Give a new shard the realm policies and removal markers every shard holds."""
+        dst = await self._raw(shard)
+        try:
+            for name, other in self._router.shards.items():
+                if other is shard:
+                    continue
+                found: list[str] = []
+                for pattern in (keys.realm_policy("*"), keys.realm_markers("*")):
+                    cursor = "0"
+                    for _ in range(1_000_000):
+                        cursor, names = await other.command(
+                            "SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT
+                        )
+                        found.extend(str(n) for n in names)
+                        if str(cursor) == "0":
+                            break
+                src = await self._raw(other)
+                try:
+                    await self._copy(src, dst, found)
+                finally:
+                    src.close()
+                log.info("shared_keys_copied", source=name, target=shard.name, keys=len(found))
+        finally:
+            dst.close()
 
     # -- recovery ----------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -82,6 +82,8 @@ class Router:
         self.on_retry = on_retry
         self._refresh_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self.shard_listeners: list[Callable[[Shard], Awaitable[None]]] = []
+        """Told of every shard connected while serving (the event hub follows its stream)."""
         self._use(place_partitions({name: weights.get(name, 1) for name in shards}))
 
     def _use(self, partition_map: PartitionMap) -> None:
@@ -188,7 +190,7 @@ class Router:
             log.info("shard_added_from_map", shard=name, epoch=topology.epoch)
         before = self.epoch
         self._use(topology.map)
-        log.info("partition_map_adopted", epoch=topology.epoch, previous=before)
+        log.debug("partition_map_adopted", epoch=topology.epoch, previous=before)
 
     async def use(self, topology: Topology) -> None:
         """Use a map this node made (the mover's flips) when it is newer than the one in use."""
@@ -222,6 +224,11 @@ class Router:
         await seed_topology(shard, self.topology(), ownership=True)
         self.shards[name] = shard
         self._partitions_by_shard[name] = []
+        for listener in self.shard_listeners:
+            try:
+                await listener(shard)
+            except SessionStoreError as exc:
+                log.warning("shard_listener_failed", shard=name, error=exc.message)
 
     async def connect(self, *, attempts: int = 10, delay: float = 0.5) -> None:
         """Connect every shard (bounded retries each), then load or seed the stored map and start

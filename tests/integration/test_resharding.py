@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +20,7 @@ import redis.asyncio as redis_async
 from session_store import AsyncSessionStoreClient, PartitionMovedError
 from session_store.config import Settings, ShardSettings
 from session_store.embedded import RedisProcess, start_redis
+from session_store.events.stream import EventType
 from session_store.model.clock import TestClock
 from session_store.model.ids import PARTITION_COUNT, user_partition
 from session_store.server import SessionStoreServer
@@ -235,6 +241,50 @@ class TestAddShard:
                 await stale.close()
 
 
+class TestEventsAcrossAMove:
+    """Watches opened before a shard is added see the events of sessions moved to it."""
+
+    async def test_an_open_watch_follows_the_new_shard(self, procs: list[RedisProcess]) -> None:
+        """A logout of a session whose partition moved reaches a watch opened before the move, once."""
+        async with _service(procs) as (server, client):
+            created = await _create(client, 60, "u")
+            watch = client.watch(realms=[REALM], types=[EventType.LOGGED_OUT])
+            seen: list[str] = []
+
+            async def collect() -> None:
+                async for event in watch:
+                    seen.append(event.session_id)
+
+            reader = asyncio.create_task(collect())
+            await asyncio.sleep(0.3)
+            router = _router(procs)
+            await router.connect()
+            try:
+                await Rebalancer(router, partitions_per_second=100_000).add_shard(
+                    procs[2].name, _shard(procs[2])
+                )
+                on_new = [
+                    sid
+                    for i, sid in enumerate(created)
+                    if router.shard_for(user_partition(REALM, f"u-{i}")).name == procs[2].name
+                ]
+            finally:
+                await router.close()
+            assert on_new
+            for sid in on_new:
+                assert await client.remove_user_session(REALM, sid)
+            for _ in range(100):
+                if len(seen) >= len(on_new):
+                    break
+                await asyncio.sleep(0.05)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            await watch.aclose()
+            assert sorted(on_new) == sorted(seen)
+            assert procs[2].name in server.router.shards
+
+
 class TestRemoveShard:
     """Removing a shard while serving."""
 
@@ -310,3 +360,35 @@ class TestInterruptedMove:
 def test_user_partitions_spread_over_the_added_shard() -> None:
     """Sanity of the fixture users: they fall in many partitions."""
     assert len({user_partition(REALM, f"u-{i}") for i in range(150)}) > 140
+
+
+class TestClusterCommand:
+    """`session-store cluster` drives the same mover from the command line."""
+
+    def test_status_add_and_remove_shard(self, procs: list[RedisProcess]) -> None:
+        """add-shard moves the new shard's share to it, remove-shard empties one, status shows both."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_STORE_")}
+        env["SESSION_STORE_REDIS_URLS"] = f"s0={procs[0].url},s1={procs[1].url}"
+
+        def run(*args: str) -> str:
+            done = subprocess.run(  # noqa: S603 - our own command line
+                [sys.executable, "-m", "session_store", "cluster", *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert 0 == done.returncode, done.stderr
+            return done.stdout
+
+        assert "map epoch 1" in run("status")
+        added = json.loads(
+            run("add-shard", procs[2].url, "--name", "s2", "--rate", "100000").splitlines()[-1]
+        )
+        assert 1365 == added["done"]["moved"]
+        status = run("status")
+        assert re.search(r"s2\s+weight 1\s+1365 partitions", status), status
+        removed = json.loads(run("remove-shard", "s0", "--rate", "100000").splitlines()[-1])
+        assert removed["done"]["moved"] in (1365, 1366)
+        assert re.search(r"s0\s+weight 0\s+0 partitions", run("status"))
