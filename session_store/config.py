@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 # Empty: health is served on the API address only. Kubernetes gRPC probes dial the pod IP, so a
@@ -101,7 +101,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "REDIS_URLS",
         "",
         "comma-separated `[name=]redis://host:port/db`; empty starts local embedded shards. Names and "
-        "their order place partitions: keep both stable and append new shards at the end",
+        "their order place partitions: keep both stable and append new shards at the end. A Sentinel "
+        "group: `name=redis+sentinel://host:port,host:port/<master-name>[/db]` (docs/operations.md)",
     ),
     EnvVar("EMBEDDED_SHARDS", str(DEFAULT_EMBEDDED_SHARDS), "local shards started when no URLs are set"),
     EnvVar("DATA_DIR", DEFAULT_DATA_DIR, "where local embedded shards keep their AOF"),
@@ -340,23 +341,132 @@ def _is_host_port(address: str) -> bool:
     return bool(sep and host and port.isdecimal() and int(port) <= 65535)
 
 
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+"""URL schemes of a shard that is a Redis Sentinel group (rediss: TLS to the sentinels and the master)."""
+DEFAULT_SENTINEL_PORT = 26379
+_SENTINEL_AUTH = ("none", "same")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SentinelURL:
+    """A parsed `redis+sentinel://` (or `rediss+sentinel://`) shard URL.
+
+    `redis+sentinel://[user:password@]host[:port][,host[:port]...]/<master-name>[/<db>][?sentinel_auth=same]`:
+    the sentinels to ask (port 26379 when omitted, IPv6 hosts in brackets), the name the group is
+    monitored under, and the database. The credentials are the master's, as in a `redis://` URL.
+    `sentinel_auth=same` sends them (or the configured ones) to the sentinels too; the default `none`
+    sends the sentinels no AUTH (a sentinel without `requirepass` refuses one).
+    """
+
+    tls: bool
+    sentinels: tuple[tuple[str, int], ...]
+    master_name: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_auth: bool = False
+
+
+def _sentinel_host(text: str) -> tuple[str, int]:
+    """`host[:port]` or `[v6]:port` of one sentinel.
+
+    Raises:
+        ValueError: not a host with an optional port in 1..65535.
+    """
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ("" if not rest else "x")
+    else:
+        host, _, port_text = text.partition(":")
+    port = int(port_text) if port_text else DEFAULT_SENTINEL_PORT
+    if not host or not 0 < port <= 65535 or any(c.isspace() or c in "/@" for c in host):
+        raise ValueError(text)
+    return host, port
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """Parse a shard URL of a Sentinel group (see `SentinelURL` for the form).
+
+    Raises:
+        SettingsError: not a well-formed Sentinel URL (the message never shows a password).
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unbalanced IPv6 brackets; the URL cannot be redacted, so it is not shown
+        raise SettingsError("SESSION_STORE_REDIS_URLS: a URL has unbalanced [ ]") from None
+    where = f"SESSION_STORE_REDIS_URLS: {_redact(url)!r}"
+    if parts.scheme not in SENTINEL_SCHEMES:
+        raise SettingsError(f"{where} is not a redis+sentinel:// URL")
+    hosts = parts.netloc.rpartition("@")[2]
+    try:
+        sentinels = tuple(_sentinel_host(h.strip()) for h in hosts.split(","))
+    except ValueError:
+        raise SettingsError(f"{where}: expected host:port[,host:port...] of the sentinels") from None
+    segments = [unquote(seg) for seg in parts.path.split("/")[1:]]
+    if not 1 <= len(segments) <= 2 or not segments[0] or any(c.isspace() for c in segments[0]):
+        raise SettingsError(f"{where}: expected /<master-name>[/<db>] after the sentinels")
+    db_text = segments[1] if len(segments) == 2 else "0"
+    if not db_text.isdecimal():
+        raise SettingsError(f"{where}: the database must be a number")
+    query = dict(item.partition("=")[::2] for item in parts.query.split("&") if item)
+    auth = query.pop("sentinel_auth", "none")
+    if auth not in _SENTINEL_AUTH or query:
+        raise SettingsError(f"{where}: the only option is sentinel_auth=none|same")
+    return SentinelURL(
+        tls=parts.scheme == "rediss+sentinel",
+        sentinels=sentinels,
+        master_name=segments[0],
+        db=int(db_text),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        sentinel_auth=auth == "same",
+    )
+
+
+def _split_shard_entries(text: str) -> list[str]:
+    """Split the comma-separated shard list; commas inside a Sentinel URL's host list stay in it.
+
+    A piece without `://` continues the previous entry while that entry is a Sentinel URL whose host
+    list is still open (no `/` after `://` yet).
+    """
+    entries: list[str] = []
+    open_hosts = False
+    for part in (piece.strip() for piece in text.split(",")):
+        if not part:
+            continue
+        if open_hosts and "://" not in part:
+            entries[-1] += "," + part
+        else:
+            entries.append(part)
+        scheme, _, rest = entries[-1].partition("://")
+        open_hosts = scheme.rpartition("=")[2] in SENTINEL_SCHEMES and "/" not in rest
+    return entries
+
+
 def parse_shards(text: str) -> tuple[ShardSettings, ...]:
     """Parse `SESSION_STORE_REDIS_URLS`: comma-separated `[name=]redis://host:port[/db]`.
 
-    A shard without a name is named `host:port/db`; names must be unique because partitions are
+    An entry may also be a Sentinel group, `[name=]redis+sentinel://host:port,host:port/<master>[/db]`
+    (`parse_sentinel_url`); its commas separate its sentinels. A shard without a name is named
+    `host:port/db` (a Sentinel group `<master>/db`); names must be unique because partitions are
     placed by hashing them (renaming a shard moves its partitions).
 
     Raises:
-        SettingsError: an entry is not a redis:// or rediss:// URL, or names repeat.
+        SettingsError: an entry is not a redis://, rediss:// or Sentinel URL, or names repeat.
     """
     shards: list[ShardSettings] = []
-    for raw in (part.strip() for part in text.split(",")):
-        if not raw:
-            continue
+    for raw in _split_shard_entries(text):
         name, sep, url = raw.partition("=")
         if not sep or "://" in name:
             name, url = "", raw
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # unbalanced IPv6 brackets; the URL cannot be redacted, so it is not shown
+            raise SettingsError("SESSION_STORE_REDIS_URLS: a URL has unbalanced [ ]") from None
+        if parts.scheme in SENTINEL_SCHEMES:
+            sentinel = parse_sentinel_url(url)
+            shards.append(ShardSettings(name=name or f"{sentinel.master_name}/{sentinel.db}", url=url))
+            continue
         if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
             raise SettingsError(f"SESSION_STORE_REDIS_URLS: {_redact(url)!r} is not a redis:// URL")
         try:
@@ -422,7 +532,7 @@ class RedisSettings:
             )
         if self.tls_ca_file or self.tls_cert_file:
             # TLS files with a plaintext shard would be silently unused: the operator meant TLS.
-            plain = [s.name for s in self.shards if urlsplit(s.url).scheme == "redis"]
+            plain = [s.name for s in self.shards if urlsplit(s.url).scheme in ("redis", "redis+sentinel")]
             if plain or not self.shards:
                 raise SettingsError(
                     "SESSION_STORE_REDIS_TLS_* files need rediss:// URLs in SESSION_STORE_REDIS_URLS"

@@ -13,6 +13,13 @@ cancelled while waiting does not break the order: its reply is read and dropped.
 Every connection this module opens (shared, dedicated, subscriber) is made the same way
 (`PipelinedClient._open_stream`, then `_auth_command`): TLS for rediss:// with the `RedisAccess`
 context, then AUTH (and SELECT). Credentials are never part of an error message or a log line.
+
+Where a connection goes is decided when it opens, never per call: the URL's host, or for a Sentinel
+group (`redis+sentinel://`) the master its sentinels name (`SentinelMaster`). A connection that
+answers READONLY is closed (its server was demoted to a replica); the next call reconnects and asks
+again. A Sentinel group's client also listens to the sentinels and closes every connection the
+moment a failover starts or the master changes, so no write reaches a demoted master (docs/operations.md,
+"Sentinel").
 """
 
 from __future__ import annotations
@@ -20,15 +27,35 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import AsyncGenerator
+import weakref
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import hiredis
+import structlog
 from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection as RedisConnection
+from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from session_store.config import SENTINEL_SCHEMES, parse_sentinel_url
+
+log = structlog.get_logger(__name__)
 
 Arg = str | int | float | bytes
+
+FAILOVER_CHANNELS = ("+try-failover", "+switch-master")
+"""Sentinel events that close a group's connections: a failover starts (the old master may be
+demoted any moment), or the master changed. Every sentinel publishes its own; we listen to all."""
+
+REFUSED_RESOLUTION_SECONDS = 0.1
+"""How long a failed master discovery is answered from memory, so that a burst of callers during a
+failover costs the sentinels one round of questions, not one per caller."""
 
 _AUTH_REFUSED = ("WRONGPASS", "ERR AUTH")
 """Error replies to AUTH that mean "these credentials are refused" rather than a protocol failure."""
@@ -77,6 +104,9 @@ class _Connection:
         # raw: bulk replies stay bytes (DUMP payloads are binary); else text, as every caller reads.
         self._parser = hiredis.Reader() if raw else hiredis.Reader(encoding="utf-8", errors="replace")
         self.closed = False
+        peer = writer.get_extra_info("peername")
+        self.peer: tuple[str, int] | None = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+        """The server's address (None for a unix socket)."""
         self._task = self._loop.create_task(self._read_replies())
         # One watchdog per connection instead of a timer per call: it checks the oldest reply.
         self._watchdog = self._loop.call_later(self._timeout / 4, self._check_overdue)
@@ -130,6 +160,10 @@ class _Connection:
                         continue
                     if isinstance(reply, hiredis.ReplyError):
                         future.set_exception(_error_reply(str(reply)))
+                        if str(reply).startswith("READONLY"):
+                            # Its server is a replica now: the next call reconnects to the master.
+                            self.close(redis_errors.ConnectionError(f"{self._where} became a replica"))
+                            return
                     else:
                         future.set_result(reply)
         except asyncio.CancelledError:
@@ -156,6 +190,199 @@ class _Connection:
             self._task.cancel()
 
 
+class _TLSConnection(RedisConnection):
+    """A redis-py connection with our TLS context (redis-py builds its own from file names)."""
+
+    def __init__(self, *, tls_context: ssl.SSLContext, **kwargs: Any) -> None:
+        self._tls_context = tls_context
+        super().__init__(**kwargs)
+
+    def _connection_arguments(self) -> Mapping[str, Any]:
+        return {**super()._connection_arguments(), "ssl": self._tls_context}
+
+
+class _SentinelGroup(Sentinel):
+    """redis-py's Sentinel, with our connections and a stricter choice of the master.
+
+    `Sentinel.discover_master` takes the first sentinel that names a master. During and just after a
+    failover the sentinels disagree: the one running it knows first, the others learn from its hello
+    messages up to a couple of seconds later, and meanwhile name the old master, which stays writable
+    until Sentinel reconfigures it (~10 s) — writes there are lost. So every sentinel is asked, a
+    failover in progress anywhere is a refusal, and the answer of the newest configuration epoch wins,
+    as among the sentinels themselves.
+    """
+
+    def __init__(self, sentinels: list[Redis]) -> None:
+        super().__init__([])  # type: ignore[no-untyped-call]  # redis-py leaves Sentinel untyped
+        self.sentinels = sentinels
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        """The master's address by the newest configuration any reachable sentinel has.
+
+        Raises:
+            MasterNotFoundError: no sentinel answered, none knows the name, or they see its master down.
+            redis.exceptions.ConnectionError: a failover of the group is in progress.
+        """
+        # SENTINEL MASTERS, parsed by redis-py into {name: state}; typed loosely upstream.
+        replies: list[Any] = await asyncio.gather(
+            *(sentinel.sentinel_masters() for sentinel in self.sentinels), return_exceptions=True
+        )
+        states: list[dict[str, Any]] = []
+        errors: list[str] = []
+        for reply in replies:
+            if isinstance(reply, redis_errors.RedisError | OSError):
+                errors.append(str(reply))
+            elif isinstance(reply, BaseException):
+                raise reply
+            elif service_name in reply:
+                states.append(reply[service_name])
+        if not states and errors:
+            raise MasterNotFoundError(f"no sentinel of {service_name!r} answered: {errors[0]}")
+        if not states:
+            raise MasterNotFoundError(f"no sentinel monitors {service_name!r}")
+        for state in states:
+            flags = state["flags"]
+            if "failover_in_progress" in (flags.split(",") if isinstance(flags, str) else flags):
+                raise redis_errors.ConnectionError(f"a failover of {service_name!r} is in progress")
+        newest = max(int(state["config-epoch"]) for state in states)
+        for state in states:
+            if int(state["config-epoch"]) == newest and self.check_master_state(state, service_name):
+                return str(state["ip"]), int(state["port"])
+        raise MasterNotFoundError(f"the sentinels of {service_name!r} see its master down")
+
+
+class SentinelMaster:
+    """The master of one Sentinel group: found by asking its sentinels, followed through failovers.
+
+    Sentinel connections are redis-py's (one small pool per sentinel), made like ours: TLS with the
+    same context for rediss+sentinel://, and the master's credentials only if the URL asks for them
+    (`sentinel_auth=same`). A sentinel that does not answer costs at most `timeout`; they are asked
+    together.
+    """
+
+    def __init__(
+        self,
+        sentinels: tuple[tuple[str, int], ...],
+        master_name: str,
+        *,
+        tls: ssl.SSLContext | None,
+        username: str | None,
+        password: str | None,
+        timeout: float,
+    ) -> None:
+        """Remember where the sentinels are; nothing connects until the first question."""
+        self.master_name = master_name
+        self.addresses = sentinels
+        self._tls = tls
+        self._username = username
+        self._password = password
+        self._timeout = timeout
+        self._group: _SentinelGroup | None = None
+        self._asking: asyncio.Future[tuple[str, int]] | None = None
+        self._refused: tuple[float, str] | None = None
+        self.address: tuple[str, int] | None = None
+        """The master's address at the last successful discovery."""
+
+    def _sentinels(self) -> _SentinelGroup:
+        if self._group is None:
+            clients = []
+            for host, port in self.addresses:
+                kwargs: dict[str, Any] = {
+                    "host": host,
+                    "port": port,
+                    "username": self._username,
+                    "password": self._password,
+                    "socket_timeout": self._timeout,
+                    "socket_connect_timeout": self._timeout,
+                    # One try: the caller decides about retrying, and a failover is no time to wait.
+                    "retry": Retry(NoBackoff(), 0),
+                    "decode_responses": True,
+                }
+                if self._tls is not None:
+                    kwargs |= {"connection_class": _TLSConnection, "tls_context": self._tls}
+                clients.append(Redis.from_pool(ConnectionPool(**kwargs)))
+            self._group = _SentinelGroup(clients)
+        return self._group
+
+    async def discover(self) -> tuple[str, int]:
+        """Ask the sentinels for the master's address; callers at the same moment share one answer.
+
+        Raises:
+            redis.exceptions.ConnectionError: no master now (sentinels unreachable, master down, a
+                failover in progress); the same refusal is repeated for `REFUSED_RESOLUTION_SECONDS`.
+        """
+        loop = asyncio.get_running_loop()
+        if self._refused is not None and loop.time() - self._refused[0] < REFUSED_RESOLUTION_SECONDS:
+            raise redis_errors.ConnectionError(self._refused[1])
+        if self._asking is None or self._asking.done():
+            self._asking = loop.create_task(self._discover())
+            # Retrieved here too, in case every caller waiting on it was cancelled meanwhile.
+            self._asking.add_done_callback(lambda task: task.cancelled() or task.exception())
+        asking = self._asking
+        try:
+            return await asyncio.shield(asking)
+        finally:
+            if asking.done() and self._asking is asking:
+                self._asking = None
+
+    async def _discover(self) -> tuple[str, int]:
+        try:
+            address = await self._sentinels().discover_master(self.master_name)
+        except redis_errors.ConnectionError as exc:
+            message = f"master {self.master_name!r}: {exc}"
+            self._refused = (asyncio.get_running_loop().time(), message)
+            raise redis_errors.ConnectionError(message) from None
+        self._refused = None
+        if address != self.address:
+            log.info("sentinel_master_found", master=self.master_name, address=f"{address[0]}:{address[1]}")
+            self.address = address
+        return address
+
+    async def follow(self, on_failover: Callable[[str, tuple[str, int] | None], None]) -> None:
+        """Listen to every sentinel's failover events of this group until cancelled.
+
+        Args:
+            on_failover: called with the event's channel when a failover starts (and None) or the
+                master changed (and the new master's address).
+        """
+        await asyncio.gather(*(self._listen(client, on_failover) for client in self._sentinels().sentinels))
+
+    async def _listen(
+        self, sentinel: Redis, on_failover: Callable[[str, tuple[str, int] | None], None]
+    ) -> None:
+        delay = 0.1
+        while True:
+            pubsub = sentinel.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(*FAILOVER_CHANNELS)
+                delay = 0.1
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    # "+try-failover": "master <name> <ip> <port>"; "+switch-master": "<name> <old> <new>".
+                    words = str(message["data"]).split()
+                    channel = str(message["channel"])
+                    if channel == "+switch-master" and words[:1] == [self.master_name] and len(words) == 5:
+                        self._refused = None  # the next discovery asks at once
+                        log.warning("sentinel_switch_master", master=self.master_name, to=words[3:5])
+                        on_failover(channel, (words[3], int(words[4])))
+                    elif channel == "+try-failover" and words[:2] == ["master", self.master_name]:
+                        log.warning("sentinel_failover_started", master=self.master_name)
+                        on_failover(channel, None)
+            except (redis_errors.RedisError, OSError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub untyped
+
+    async def aclose(self) -> None:
+        """Close the connections to the sentinels."""
+        if self._group is not None:
+            await self._group.aclose()
+            self._group = None
+
+
 class PipelinedClient:
     """Auto-pipelined commands to one Redis server over a few lazily (re)opened connections."""
 
@@ -168,7 +395,8 @@ class PipelinedClient:
         connections: int = 2,
         access: RedisAccess | None = None,
     ) -> None:
-        """Parse `url` (redis://, rediss:// or unix://, with optional user:password@); nothing connects yet.
+        """Parse `url` (redis://, rediss://, unix:// or a Sentinel group's redis+sentinel:// or
+        rediss+sentinel://, with optional user:password@); nothing connects yet.
 
         Args:
             access: TLS context (used for rediss:// only) and credentials for URLs that carry none.
@@ -179,7 +407,13 @@ class PipelinedClient:
         access = access or RedisAccess()
         parts = urlsplit(url)
         query = dict(item.partition("=")[::2] for item in parts.query.split("&") if item)
-        if parts.scheme in ("redis", "rediss") and parts.hostname:
+        self._sentinel: SentinelMaster | None = None
+        if parts.scheme in SENTINEL_SCHEMES:
+            target = parse_sentinel_url(url)
+            self._host, self._port, self._path = "", 0, ""
+            self._db = target.db
+            self._where = f"master {target.master_name!r}"
+        elif parts.scheme in ("redis", "rediss") and parts.hostname:
             self._host, self._port, self._path = parts.hostname, parts.port or 6379, ""
             self._db = int(parts.path.lstrip("/") or 0)
             self._where = f"{self._host}:{self._port}"
@@ -193,7 +427,8 @@ class PipelinedClient:
             )
         # rediss: TLS with the configured context (CA, client certificate, host-name check), else the
         # system trust store. The scheme alone decides: settings refuse TLS files with redis:// URLs.
-        self._ssl = (access.tls or ssl.create_default_context()) if parts.scheme == "rediss" else None
+        tls = parts.scheme in ("rediss", "rediss+sentinel")
+        self._ssl = (access.tls or ssl.create_default_context()) if tls else None
         # The URL's credentials are the more specific: they win over the configured ones.
         self._username = unquote(parts.username) if parts.username else (access.username or None)
         self._password = unquote(parts.password) if parts.password else (access.password or None)
@@ -202,6 +437,21 @@ class PipelinedClient:
         self._slots: list[_Connection | None] = [None] * max(1, connections)
         self._locks = [asyncio.Lock() for _ in self._slots]
         self._next = 0
+        if parts.scheme in SENTINEL_SCHEMES:
+            self._sentinel = SentinelMaster(
+                target.sentinels,
+                target.master_name,
+                tls=self._ssl,
+                username=self._username if target.sentinel_auth else None,
+                password=self._password if target.sentinel_auth else None,
+                timeout=connect_timeout,
+            )
+        # What a failover must close: every open connection (shared and dedicated) and subscription.
+        self._opened: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._subscriptions: set[asyncio.StreamWriter] = set()
+        self._following: asyncio.Task[None] | None = None
+        # Counts failover events: a connection being opened while one arrives is not used.
+        self._failovers = 0
 
     @property
     def db(self) -> int:
@@ -221,12 +471,45 @@ class PipelinedClient:
                 self._slots[index] = conn
             return conn
 
+    @property
+    def sentinel(self) -> SentinelMaster | None:
+        """The Sentinel group this client follows; None for a fixed address."""
+        return self._sentinel
+
+    def close_connections(self, reason: str, *, keep: tuple[str, int] | None = None) -> None:
+        """Close every open connection and subscription now; waiting callers get ConnectionError.
+
+        The next call reconnects (to wherever the address resolves then).
+
+        Args:
+            keep: leave the connections to this address open (the master a failover ended on).
+        """
+        error = redis_errors.ConnectionError(f"{self._where}: {reason}")
+        for conn in list(self._opened):
+            if keep is None or conn.peer != keep:
+                conn.close(error)
+        for writer in list(self._subscriptions):
+            peer = writer.get_extra_info("peername")
+            if keep is None or not isinstance(peer, tuple) or (str(peer[0]), int(peer[1])) != keep:
+                writer.close()
+
+    def _on_failover(self, event: str, master: tuple[str, int] | None) -> None:
+        self._failovers += 1
+        self.close_connections(f"sentinel event {event}", keep=master)
+
     async def _open_stream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        opening = (
-            asyncio.open_unix_connection(self._path)
-            if self._path
-            else asyncio.open_connection(self._host, self._port, ssl=self._ssl)
-        )
+        if self._path:
+            opening: Any = asyncio.open_unix_connection(self._path)
+        elif self._sentinel is not None:
+            if self._following is None or self._following.done():
+                self._following = asyncio.get_running_loop().create_task(
+                    self._sentinel.follow(self._on_failover)
+                )
+            host, port = await self._sentinel.discover()
+            self._where = f"master {self._sentinel.master_name!r} at {host}:{port}"
+            opening = asyncio.open_connection(host, port, ssl=self._ssl)
+        else:
+            opening = asyncio.open_connection(self._host, self._port, ssl=self._ssl)
         try:
             return await asyncio.wait_for(opening, self._connect_timeout)
         except (OSError, TimeoutError) as exc:
@@ -246,6 +529,7 @@ class PipelinedClient:
         return reply
 
     async def _open(self, reply_timeout: float | None = None, *, raw: bool = False) -> _Connection:
+        failovers = self._failovers
         reader, writer = await self._open_stream()
         late = self._timeout if reply_timeout is None else reply_timeout
         conn = _Connection(reader, writer, late, self._where, raw=raw)
@@ -258,10 +542,34 @@ class PipelinedClient:
                     raise self._auth_error(exc) from None
             if self._db:
                 await conn.send(("SELECT", self._db))
+            if self._sentinel is not None:
+                await self._check_master(conn)
+                if failovers != self._failovers:
+                    raise redis_errors.ConnectionError(f"{self._where}: a failover began while connecting")
         except BaseException:
             conn.close(redis_errors.ConnectionError("connection setup failed"))
             raise
+        self._opened.add(conn)
         return conn
+
+    async def _check_master(self, conn: _Connection) -> None:
+        """Refuse a server the sentinels named that is not (or no longer) a master.
+
+        INFO rather than ROLE: our least-privilege ACL allows INFO (the memory guard reads it), not
+        ROLE (@dangerous). Where INFO is refused too, the sentinels' word is taken.
+
+        Raises:
+            redis.exceptions.ConnectionError: the server is a replica.
+        """
+        try:
+            reply = await conn.send(("INFO", "replication"))
+            info = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+        except redis_errors.ResponseError as exc:
+            if str(exc).startswith("NOPERM"):
+                return
+            raise
+        if "role:master" not in info.split():
+            raise redis_errors.ConnectionError(f"{self._where} is not a master (yet)")
 
     async def dedicated(self, *, reply_timeout: float, raw: bool = False) -> DedicatedConnection:
         """Open a connection of its own (TLS, AUTH and SELECT as the shared ones), for blocking reads
@@ -302,6 +610,7 @@ class PipelinedClient:
         """
         reader, writer = await self._open_stream()
         parser = hiredis.Reader(encoding="utf-8", errors="replace")
+        self._subscriptions.add(writer)
         try:
             auth = self._auth_command()
             if auth is not None:
@@ -328,14 +637,21 @@ class PipelinedClient:
         except OSError as exc:
             raise redis_errors.ConnectionError(f"subscription to {self._where} failed: {exc}") from exc
         finally:
+            self._subscriptions.discard(writer)
             writer.close()
 
     async def close(self) -> None:
-        """Close every connection; waiting callers get ConnectionError."""
+        """Close every connection (and stop following the sentinels); waiting callers get ConnectionError."""
         for i, conn in enumerate(self._slots):
             if conn is not None:
                 conn.close(redis_errors.ConnectionError("client closed"))
                 self._slots[i] = None
+        if self._following is not None:
+            self._following.cancel()
+            await asyncio.gather(self._following, return_exceptions=True)
+            self._following = None
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
         await asyncio.sleep(0)
 
 
