@@ -11,6 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from session_store.api.auth_sessions import AuthenticationSessionsServicer
+from session_store.api.cluster import ClusterAdminServicer
 from session_store.api.events import SessionEventsServicer
 from session_store.api.login_failures import LoginFailuresServicer
 from session_store.api.servicer import SessionStoreServicer, TestClockServicer
@@ -35,10 +36,13 @@ from session_store.storage.policies import PolicyStore
 from session_store.storage.rebalance import Rebalancer
 from session_store.storage.router import Router
 from session_store.storage.sessions import SessionRepository
+from session_store.storage.shard import Shard
 from session_store.storage.single_use import SingleUseObjectRepository
 from session_store.v1 import (
     authentication_sessions_pb2,
     authentication_sessions_pb2_grpc,
+    cluster_pb2,
+    cluster_pb2_grpc,
     events_pb2,
     events_pb2_grpc,
     login_failures_pb2,
@@ -64,6 +68,7 @@ AUTH_SESSIONS_SERVICE_NAME = authentication_sessions_pb2.DESCRIPTOR.services_by_
 ].full_name
 EVENTS_SERVICE_NAME = events_pb2.DESCRIPTOR.services_by_name["SessionEvents"].full_name
 TOKENS_SERVICE_NAME = tokens_pb2.DESCRIPTOR.services_by_name["TokenValidation"].full_name
+CLUSTER_SERVICE_NAME = cluster_pb2.DESCRIPTOR.services_by_name["ClusterAdmin"].full_name
 
 
 HEALTH_STOP_GRACE_SECONDS = 0.25
@@ -94,11 +99,13 @@ class SessionStoreServer:
         # TLS, ACL credentials and a memory guard per shard (storage/access.py); a bad password or
         # TLS file fails here with SettingsError, before anything connects.
         observer = self.metrics.observe_shard_call if self.metrics else None
+
+        def shard_factory(name: str, url: str) -> Shard:
+            return build_shards(settings.redis, [ShardSettings(name=name, url=url)], observer=observer)[name]
+
         self.router = Router(
             build_shards(settings.redis, shards, observer=observer),
-            factory=lambda name, url: build_shards(
-                settings.redis, [ShardSettings(name=name, url=url)], observer=observer
-            )[name],
+            factory=shard_factory,
             on_retry=self.metrics.observe_retry if self.metrics else None,
         )
         self.policies = PolicyStore(self.router, settings.policy_refresh_seconds)
@@ -158,6 +165,9 @@ class SessionStoreServer:
             TokenValidationServicer(self.tokens), self.server
         )
         names.append(TOKENS_SERVICE_NAME)
+        self.cluster_admin = ClusterAdminServicer(self.router, shard_factory)
+        cluster_pb2_grpc.add_ClusterAdminServicer_to_server(self.cluster_admin, self.server)
+        names.append(CLUSTER_SERVICE_NAME)
         if isinstance(self.clock, TestClock):
             test_clock_pb2_grpc.add_TestClockServicer_to_server(TestClockServicer(self.clock), self.server)
             names.append(TEST_CLOCK_SERVICE_NAME)
@@ -217,6 +227,7 @@ class SessionStoreServer:
             LOGIN_FAILURES_SERVICE_NAME,
             AUTH_SESSIONS_SERVICE_NAME,
             TOKENS_SERVICE_NAME,
+            CLUSTER_SERVICE_NAME,
         )
         for name in ("", *served, EVENTS_SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -253,6 +264,7 @@ class SessionStoreServer:
             await asyncio.sleep(self.settings.shutdown_delay_seconds)
         # Watch streams never end by themselves and would hold server.stop for its whole grace.
         await self.events.stop()
+        await self.cluster_admin.stop()
         await self.server.stop(self.settings.grace_seconds if grace is None else grace)
         if self.health_server is not None:
             # Kept up through the drain so probes read NOT_SERVING rather than a refused connection;

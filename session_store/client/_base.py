@@ -48,6 +48,7 @@ from session_store.model.session import (
 from session_store.model.single_use import SingleUseObject
 from session_store.model.token import TokenKind, ValidatedToken
 from session_store.v1 import authentication_sessions_pb2 as as_pb
+from session_store.v1 import cluster_pb2 as cl_pb
 from session_store.v1 import login_failures_pb2 as lf_pb
 from session_store.v1 import session_store_pb2 as pb
 from session_store.v1 import single_use_objects_pb2 as su_pb
@@ -63,6 +64,47 @@ _AUTH_SESSIONS = "AuthenticationSessions"
 _SINGLE_USE = "SingleUseObjects"
 _LOGIN_FAILURES = "LoginFailures"
 _TOKENS = "TokenValidation"
+_CLUSTER = "ClusterAdmin"
+MOVE_TIMEOUT_SECONDS = 24 * 3600.0
+"""A shard move streams progress for as long as it takes (rate-limited: minutes for big stores)."""
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One shard in `ClusterTopology`: name, URL without credentials, weight, partitions, keys (-1: down)."""
+
+    name: str
+    url: str
+    weight: int
+    partitions: int
+    keys: int
+
+
+@dataclass(frozen=True)
+class ClusterTopology:
+    """The partition map in force (its epoch and shards) and the move plan in progress (empty id: none)."""
+
+    epoch: int
+    shards: tuple[ShardInfo, ...]
+    plan_id: str
+    plan_moves: int
+    plan_done: int
+
+
+@dataclass(frozen=True)
+class MoveReport:
+    """Progress of a shard move; `done` on the last report."""
+
+    moved: int
+    total: int
+    keys_copied: int
+    keys_per_second: float
+    elapsed_seconds: float
+    eta_seconds: float
+    pause_p99_ms: float
+    epoch: int
+    done: bool
+
 
 _BY_CODE: dict[grpc.StatusCode, type[SessionStoreError]] = {
     grpc.StatusCode.NOT_FOUND: SessionNotFoundError,
@@ -726,6 +768,11 @@ class Operations:
         )
 
     @staticmethod
+    def get_topology() -> Operation[ClusterTopology]:
+        """The partition map in force, every shard with its partitions and keys, and any move plan."""
+        return Operation("GetTopology", cl_pb.GetTopologyRequest(), _topology, service=_CLUSTER)
+
+    @staticmethod
     def validate_token(
         realm: str,
         token: str,
@@ -754,6 +801,44 @@ class Operations:
             convert_tokens.validated_from_proto,
             service=_TOKENS,
         )
+
+
+def _topology(reply: cl_pb.Topology) -> ClusterTopology:
+    return ClusterTopology(
+        epoch=reply.epoch,
+        shards=tuple(ShardInfo(s.name, s.url, s.weight, s.partitions, s.keys) for s in reply.shards),
+        plan_id=reply.plan_id,
+        plan_moves=reply.plan_moves,
+        plan_done=reply.plan_done,
+    )
+
+
+def move_report(reply: cl_pb.MoveProgress) -> MoveReport:
+    """A progress message of a shard move."""
+    return MoveReport(
+        reply.moved,
+        reply.total,
+        reply.keys_copied,
+        reply.keys_per_second,
+        reply.elapsed_seconds,
+        reply.eta_seconds,
+        reply.pause_p99_ms,
+        reply.epoch,
+        reply.done,
+    )
+
+
+def move_request(
+    method: str, target: str = "", *, name: str = "", weight: int = 0, partitions_per_second: float = 0.0
+) -> Any:
+    """The request of AddShard (`target` = URL), RemoveShard (`target` = shard name) or ResumeMove."""
+    if method == "AddShard":
+        return cl_pb.AddShardRequest(
+            url=target, name=name, weight=weight, partitions_per_second=partitions_per_second
+        )
+    if method == "RemoveShard":
+        return cl_pb.RemoveShardRequest(shard=target, partitions_per_second=partitions_per_second)
+    return cl_pb.ResumeMoveRequest(partitions_per_second=partitions_per_second)
 
 
 def remove_sessions_request(

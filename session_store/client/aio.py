@@ -12,11 +12,15 @@ from session_store.api.convert_events import event_from_proto
 from session_store.client._base import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_TIMEOUT_SECONDS,
+    MOVE_TIMEOUT_SECONDS,
     REMOVAL_TIMEOUT_SECONDS,
+    MoveReport,
     Operation,
     Operations,
     backoff,
     error_from_rpc,
+    move_report,
+    move_request,
     removal_progress,
     remove_sessions_request,
     should_retry,
@@ -34,6 +38,7 @@ from session_store.events.stream import EventType, SessionEvent
 from session_store.model.session import RemovalProgress
 from session_store.v1 import (
     authentication_sessions_pb2_grpc,
+    cluster_pb2_grpc,
     events_pb2,
     events_pb2_grpc,
     login_failures_pb2_grpc,
@@ -114,6 +119,7 @@ class AsyncSessionStoreClient:
             "LoginFailures": login_failures_pb2_grpc.LoginFailuresStub(self._channel),
             "SessionEvents": events_pb2_grpc.SessionEventsStub(self._channel),
             "TokenValidation": tokens_pb2_grpc.TokenValidationStub(self._channel),
+            "ClusterAdmin": cluster_pb2_grpc.ClusterAdminStub(self._channel),
         }
         self._timeout = timeout
         self._max_attempts = max_attempts
@@ -173,6 +179,67 @@ class AsyncSessionStoreClient:
                 request, timeout=REMOVAL_TIMEOUT_SECONDS, metadata=auth_metadata(self._token)
             ):
                 last = removal_progress(reply)
+                if on_progress is not None:
+                    on_progress(last)
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from None
+        return last
+
+    async def add_shard(
+        self,
+        url: str,
+        *,
+        name: str = "",
+        weight: int = 0,
+        partitions_per_second: float = 0.0,
+        on_progress: Callable[[MoveReport], None] | None = None,
+    ) -> MoveReport:
+        """Add an empty shard and move its share of the partitions to it (ClusterAdmin.AddShard); returns
+        the final report. Not retried: the move goes on without the caller; see `get_topology`.
+
+        Raises:
+            SessionStoreError: a subclass matching the server's status.
+        """
+        request = move_request(
+            "AddShard", url, name=name, weight=weight, partitions_per_second=partitions_per_second
+        )
+        return await self._move("AddShard", request, on_progress)
+
+    async def remove_shard(
+        self,
+        shard: str,
+        *,
+        partitions_per_second: float = 0.0,
+        on_progress: Callable[[MoveReport], None] | None = None,
+    ) -> MoveReport:
+        """Move every partition off a shard (ClusterAdmin.RemoveShard); returns the final report.
+
+        Raises:
+            SessionStoreError: a subclass matching the server's status.
+        """
+        request = move_request("RemoveShard", shard, partitions_per_second=partitions_per_second)
+        return await self._move("RemoveShard", request, on_progress)
+
+    async def resume_move(
+        self, *, partitions_per_second: float = 0.0, on_progress: Callable[[MoveReport], None] | None = None
+    ) -> MoveReport:
+        """Repair and finish a move plan a stopped mover left (ClusterAdmin.ResumeMove).
+
+        Raises:
+            SessionStoreError: a subclass matching the server's status.
+        """
+        request = move_request("ResumeMove", partitions_per_second=partitions_per_second)
+        return await self._move("ResumeMove", request, on_progress)
+
+    async def _move(
+        self, method: str, request: Any, on_progress: Callable[[MoveReport], None] | None
+    ) -> MoveReport:
+        last = MoveReport(0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0, done=False)
+        try:
+            async for reply in getattr(self._stubs["ClusterAdmin"], method)(
+                request, timeout=MOVE_TIMEOUT_SECONDS, metadata=auth_metadata(self._token)
+            ):
+                last = move_report(reply)
                 if on_progress is not None:
                     on_progress(last)
         except grpc.RpcError as err:
@@ -259,6 +326,7 @@ class AsyncSessionStoreClient:
     remove_login_failure = _op(Operations.remove_login_failure)
     remove_realm_login_failures = _op(Operations.remove_realm_login_failures)
     validate_token = _op(Operations.validate_token)
+    get_topology = _op(Operations.get_topology)
 
 
 class AsyncEventWatch:

@@ -3,10 +3,10 @@
 Roles: read < write < admin. Read-only RPCs need read; RPCs that change sessions, tabs, single-use
 objects or login failures need write; removing a whole realm's data (`RemoveSessions`,
 `RemoveRealmLoginFailures`), changing a realm's policy (`SetRealmPolicy`) and the cluster-wide RPCs
-(`GetEventStats`, the TestClock service) need admin. A cluster-wide RPC names no realm, so it needs its
-role on every realm (a grant of ``*``). Health is public (kubelet probes and health-checking clients
-carry no credentials; it tells only whether the server serves); reflection needs an authenticated
-caller with any grant (it shows only the public contract).
+(`GetEventStats`, ClusterAdmin, the TestClock service) need admin. A cluster-wide RPC names no realm,
+so it needs its role on every realm (a grant of ``*``). Health is public (kubelet probes and
+health-checking clients carry no credentials; it tells only whether the server serves); reflection
+needs an authenticated caller with any grant (it shows only the public contract).
 
 `RULES` is checked on every call by `security.interceptor.AuthInterceptor`; an RPC missing from it is
 refused (tests/unit/test_authorisation.py fails when a service of protos/ has an RPC not listed here).
@@ -128,6 +128,12 @@ TABLE: Mapping[str, Mapping[str, Rule]] = {
     },
     "session_store.v1.TokenValidation": {
         "ValidateToken": READ,
+    },
+    "session_store.v1.ClusterAdmin": {
+        "GetTopology": CLUSTER_ADMIN,
+        "AddShard": CLUSTER_ADMIN,
+        "RemoveShard": CLUSTER_ADMIN,
+        "ResumeMove": CLUSTER_ADMIN,
     },
     "session_store.v1.TestClock": {
         "AdvanceClock": CLUSTER_ADMIN,

@@ -30,15 +30,25 @@ class Topology:
         return self.map.epoch
 
 
+def public_url(url: str) -> str:
+    """A URL without its credentials: what the stored map and the admin API show. Nodes reach such a
+    shard with their own Redis access settings (user, password file, TLS files)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, path = rest.partition("/")
+    return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}"
+
+
 def encode_topology(topology: Topology) -> str:
-    """The JSON stored in ``ss:topology``."""
+    """The JSON stored in ``ss:topology`` (URLs without credentials)."""
     names = list(topology.map.shards)
     index = {name: i for i, name in enumerate(names)}
     return json.dumps(
         {
             "epoch": topology.map.epoch,
             "shards": [
-                {"name": n, "url": topology.urls.get(n, ""), "weight": topology.map.weight_of(n)}
+                {"name": n, "url": public_url(topology.urls.get(n, "")), "weight": topology.map.weight_of(n)}
                 for n in names
             ],
             "owners": [index[o] for o in topology.map.owners],

@@ -17,7 +17,13 @@ from typing import Any
 import pytest
 import redis.asyncio as redis_async
 
-from session_store import AsyncSessionStoreClient, PartitionMovedError
+from session_store import (
+    AsyncSessionStoreClient,
+    InvalidArgumentError,
+    PartitionMovedError,
+    PreconditionFailedError,
+)
+from session_store.client._base import MoveReport
 from session_store.config import Settings, ShardSettings
 from session_store.embedded import RedisProcess, start_redis
 from session_store.events.stream import EventType
@@ -392,3 +398,53 @@ class TestClusterCommand:
         removed = json.loads(run("remove-shard", "s0", "--rate", "100000").splitlines()[-1])
         assert removed["done"]["moved"] in (1365, 1366)
         assert re.search(r"s0\s+weight 0\s+0 partitions", run("status"))
+
+
+class TestClusterAdminRpcs:
+    """The same operations over gRPC (ClusterAdmin), on the service node's own router."""
+
+    async def test_topology_add_and_remove_over_grpc(self, procs: list[RedisProcess]) -> None:
+        """GetTopology shows the map; AddShard streams progress and ends done; RemoveShard empties one."""
+        async with _service(procs) as (server, client):
+            created = await _create(client, 100, "u")
+            before = await client.get_topology()
+            assert 1 == before.epoch
+            assert {"s0": 2048, "s1": 2048} == {s.name: s.partitions for s in before.shards}
+            reports: list[MoveReport] = []
+            final = await client.add_shard(
+                procs[2].url, name="s2", partitions_per_second=100_000, on_progress=reports.append
+            )
+            assert final.done
+            assert 1365 == final.moved == final.total
+            assert len(reports) > 10
+            assert not any(r.done for r in reports[:-1])
+            after = await client.get_topology()
+            assert {"s0": 1366, "s1": 1365, "s2": 1365} == {s.name: s.partitions for s in after.shards}
+            assert after.epoch > 1000
+            assert "" == after.plan_id
+            removed = await client.remove_shard("s1", partitions_per_second=100_000)
+            assert removed.done
+            assert 0 == {s.name: s.partitions for s in (await client.get_topology()).shards}["s1"]
+            for sid in created:
+                assert sid == (await client.get_user_session(REALM, sid)).id
+            assert server.router.epoch == (await client.get_topology()).epoch
+
+    async def test_bad_requests_change_nothing(self, procs: list[RedisProcess]) -> None:
+        """A malformed URL, an unknown or taken shard, a bad rate: clear statuses and the same map."""
+        async with _service(procs) as (_server, client):
+            with pytest.raises(InvalidArgumentError, match="url"):
+                await client.add_shard("http://nowhere", name="x")
+            with pytest.raises(InvalidArgumentError, match="name"):
+                await client.add_shard(procs[2].url, name="bad name, with comma")
+            with pytest.raises(PreconditionFailedError, match="already"):
+                await client.add_shard(procs[1].url, name="s1")
+            with pytest.raises(PreconditionFailedError, match="not in the partition map"):
+                await client.remove_shard("nope")
+            with pytest.raises(InvalidArgumentError, match="partitions_per_second"):
+                await client.remove_shard("s0", partitions_per_second=-1)
+            nothing = await client.resume_move()
+            assert nothing.done
+            assert 0 == nothing.total
+            topology = await client.get_topology()
+            assert 1 == topology.epoch
+            assert "" == topology.plan_id
