@@ -22,6 +22,7 @@ _SHARD_NAME = re.compile(r"[A-Za-z0-9._:/-]{1,64}")
 REPORT_EVERY = 25
 """Partitions between two progress messages."""
 MAX_RATE = 100_000.0
+MAX_URL_LENGTH = 2048
 
 ShardFactory = Callable[[str, str], Shard]
 
@@ -88,10 +89,13 @@ class ClusterAdminServicer(pb_grpc.ClusterAdminServicer):
             raise InvalidArgumentError("name: 1-64 characters of letters, digits and ._:/-")
         if request.weight > 1000:
             raise InvalidArgumentError("weight must be within 0..1000")
+        if not 0 < len(request.url) <= MAX_URL_LENGTH:
+            raise InvalidArgumentError(f"url: 1-{MAX_URL_LENGTH} characters")
         try:
             (shard_settings,) = parse_shards(f"{request.name}={request.url}" if request.name else request.url)
-        except (SettingsError, ValueError) as exc:
-            raise InvalidArgumentError(f"url: {exc}") from None
+        except (SettingsError, ValueError):
+            # The parser's message may quote the URL: never echo (possibly secret) input back.
+            raise InvalidArgumentError("url: not a redis://, rediss:// or redis+sentinel:// URL") from None
         rate = _rate(request.partitions_per_second)
         shard = self._factory(shard_settings.name, shard_settings.url)
         async for reply in self._run(

@@ -187,6 +187,7 @@ _FIELD_KINDS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"required_actions$"), "required_action"),
     (re.compile(r"^client_scopes$"), "scope"),
     (re.compile(r"^redirect_uri$"), "redirect_uri"),
+    (re.compile(r"^url$"), "shard_url"),
 )
 """Field name (map keys as "<field>.key") -> the kind of known value it takes."""
 
@@ -731,6 +732,9 @@ def target(
             known.add("required_action", "VERIFY_EMAIL", "UPDATE_PASSWORD")
             known.add("scope", "openid", "profile")
             known.add("redirect_uri", "https://app.test/cb", "javascript:alert(1)")
+            # A well-formed shard URL nothing listens on (AddShard gets past validation and fails to
+            # connect); never a real shard's: a fuzzed move would reshuffle the seeded data.
+            known.add("shard_url", "redis://127.0.0.1:1/0")
             known.add("cursor", *svc.run(_cursors(channel)))
             fuzz = FuzzTarget(
                 svc=svc,
