@@ -8,6 +8,7 @@ import dataclasses
 import json
 import signal
 import sys
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import structlog
@@ -73,6 +74,24 @@ async def _serve(settings: Settings, *, test_clock: bool) -> int:
             log.info("embedded_shards_stopped")
 
 
+def _tool_factory(settings: Settings) -> Callable[[str, str], Shard]:
+    """Shards for command-line tools: the service's TLS and credentials, no memory guard (tools only
+    rewrite or move existing data)."""
+
+    def factory(name: str, url: str) -> Shard:
+        return build_shards(settings.redis, [ShardSettings(name=name, url=url)], guard=False)[name]
+
+    return factory
+
+
+def _tool_router(settings: Settings) -> Router:
+    """A router over the configured shards that also reaches the shards the stored map names."""
+    factory = _tool_factory(settings)
+    return Router(
+        {s.name: factory(s.name, s.url) for s in settings.redis.shards}, factory=factory, refresh_seconds=0
+    )
+
+
 async def _rotate(settings: Settings, *, rate: float) -> int:
     if not settings.redis.shards or not settings.encryption_keys_file:
         print(
@@ -83,7 +102,7 @@ async def _rotate(settings: Settings, *, rate: float) -> int:
         return 2
     cipher = NoteCipher.from_file(settings.encryption_keys_file)
     # The service's TLS and credentials; no memory guard: rotation rewrites existing hashes only.
-    router = Router(build_shards(settings.redis, settings.redis.shards, guard=False))
+    router = _tool_router(settings)
     try:
         await router.connect(attempts=settings.redis.startup_attempts)
         await rotate_keys(router, cipher, max_keys_per_second=rate)
@@ -109,12 +128,8 @@ async def _cluster(settings: Settings, args: argparse.Namespace) -> int:
         print("session-store: cluster commands need SESSION_STORE_REDIS_URLS", file=sys.stderr)
         return 2
 
-    def factory(name: str, url: str) -> Shard:
-        return build_shards(settings.redis, [ShardSettings(name=name, url=url)], guard=False)[name]
-
-    router = Router(
-        build_shards(settings.redis, settings.redis.shards, guard=False), factory=factory, refresh_seconds=0
-    )
+    factory = _tool_factory(settings)
+    router = _tool_router(settings)
 
     def report(progress: MoveProgress) -> None:
         if progress.moved % 25 == 0 or progress.moved == progress.total:
