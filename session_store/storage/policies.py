@@ -22,6 +22,8 @@ from session_store.storage import keys
 from session_store.storage.router import Router
 
 DEFAULT_POLICY_REFRESH_SECONDS = 1.0
+READ_GRACE_SECONDS = 0.05
+"""How long a policy read waits for the other shards once one answered."""
 
 
 REALM_MARKER = ""
@@ -147,9 +149,21 @@ class PolicyStore:
 
     async def _read(self, realm: str) -> CachedPolicy:
         commands = [("GET", keys.realm_policy(realm)), ("HGETALL", keys.realm_markers(realm))]
-        results = await asyncio.gather(
-            *(s.pipeline(commands) for s in self._router.shards.values()), return_exceptions=True
-        )
+        tasks = [asyncio.ensure_future(s.pipeline(commands)) for s in self._router.shards.values()]
+        # Every write reaches every shard (or fails and is retried), so the answers in hand suffice:
+        # once one shard answered, a hung one is not waited for beyond READ_GRACE_SECONDS (it would
+        # stall every realm's calls on the healthy shards for a socket timeout at each refresh).
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if pending and any(t.exception() is None for t in done):
+            _, pending = await asyncio.wait(pending, timeout=READ_GRACE_SECONDS)
+        elif pending:
+            _, pending = await asyncio.wait(pending)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        results = [
+            t.exception() or t.result() if not t.cancelled() else UnavailableError("late") for t in tasks
+        ]
         best: tuple[RealmPolicy, int] | None = None
         markers: dict[str, int] = {}
         answered = False
