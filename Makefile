@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: run test test-fast lint typecheck proto proto-check bench bench-expiry load config-doc deploy-check clean
+.PHONY: run test test-fast lint typecheck proto proto-check bench bench-expiry bench-cluster load config-doc deploy-check clean
 
 $(VENV_STAMP): pyproject.toml
 	python3 -m venv .venv && $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev]' && touch $(VENV_STAMP)
@@ -34,6 +34,9 @@ bench: $(VENV_STAMP)
 bench-expiry: $(VENV_STAMP)
 	$(PY) scripts/bench_expiry.py
 
+bench-cluster: $(VENV_STAMP)
+	$(PY) scripts/bench_cluster.py
+
 load: $(VENV_STAMP)
 	$(PY) scripts/load.py --start
 
@@ -42,6 +45,23 @@ config-doc: $(VENV_STAMP)
 
 deploy-check: $(VENV_STAMP)
 	bash scripts/check_deploy.sh
+
+.PHONY: cluster-up cluster-down cluster-status cluster-test cluster-test-ci
+
+cluster-up: $(VENV_STAMP)
+	$(PY) scripts/cluster.py up --shards 3 --nodes 3
+
+cluster-down: $(VENV_STAMP)
+	$(PY) scripts/cluster.py down
+
+cluster-status: $(VENV_STAMP)
+	$(PY) scripts/cluster.py status
+
+cluster-test: $(VENV_STAMP)
+	$(PY) -m cluster_tests run full
+
+cluster-test-ci: $(VENV_STAMP)
+	$(PY) -m cluster_tests run ci
 
 clean:
 	rm -rf .venv .run .pytest_cache .mypy_cache .ruff_cache .hypothesis
