@@ -405,16 +405,19 @@ class Rebalancer:
         source, target = shards
         src, dst = raw
         p = move.partition
-        began = time.perf_counter()
         await self._renew()
+        prepared = self._prepare(move)  # the next map's JSON is built before the pause, not in it
+        began = time.perf_counter()
         changed = [
             _text(k)
             for k in await source.call("freeze_partition", [keys.OWNERSHIP, keys.JOURNAL], [p, keys.tag(p)])
         ]
         await self._step("frozen", p)
-        progress.keys_copied += await self._copy(src, dst, changed)
-        await self._accept_and_release(move, source, target)
-        progress.pauses_ms.append((time.perf_counter() - began) * 1000)
+        copied_now, summary = await asyncio.gather(self._copy(src, dst, changed), self._summary(source, p))
+        progress.keys_copied += copied_now
+        released = await self._accept_and_release(move, source, target, summary, prepared)
+        progress.pauses_ms.append((released - began) * 1000)
+        await self._announce(move, prepared)
         await self._delete_keys(source, {p: [*copied, *changed]})
         await self._step("cleaned", p)
         progress.moved += 1
@@ -425,28 +428,46 @@ class Rebalancer:
             log.info("move_progress", **progress.summary())
         await asyncio.sleep(max(0.0, self._interval - (time.perf_counter() - began)))
 
-    async def _accept_and_release(self, move: Move, source: Shard, target: Shard) -> None:
-        """Steps 3 and 4 of a partition frozen on its source with its keys on the target."""
+    def _prepare(self, move: Move) -> tuple[Topology, str]:
+        """The map after flipping `move` (epoch + 1) and its stored JSON."""
+        pmap = self._map.with_owner(move.partition, move.target, max(self._map.epoch, self._router.epoch) + 1)
+        topology = Topology(pmap, self._urls)
+        return topology, encode_topology(topology)
+
+    async def _accept_and_release(
+        self,
+        move: Move,
+        source: Shard,
+        target: Shard,
+        summary: tuple[dict[str, int], str],
+        prepared: tuple[Topology, str],
+    ) -> float:
+        """Steps 3 and 4 of a partition frozen on its source with its keys on the target; returns
+        when (perf_counter) the source released it: the end of the pause callers see."""
         p = move.partition
-        deltas, earliest = await self._summary(source, p)
-        self._map = self._map.with_owner(p, move.target, max(self._map.epoch, self._router.epoch) + 1)
-        topology = Topology(self._map, self._urls)
-        text = encode_topology(topology)
+        deltas, earliest = summary
+        topology, text = prepared
         await target.call(
             "accept_partition",
             [keys.OWNERSHIP, keys.TOPOLOGY, keys.DUE, keys.COUNTS],
-            [p, self._map.epoch, text, json.dumps(deltas), earliest],
+            [p, topology.epoch, text, json.dumps(deltas), earliest],
         )
+        self._map = topology.map
         await self._step("accepted", p)
         await source.call(
             "release_partition",
             [keys.OWNERSHIP, keys.TOPOLOGY, keys.DUE, keys.COUNTS],
-            [p, self._map.epoch, text, json.dumps(deltas)],
+            [p, topology.epoch, text, json.dumps(deltas)],
         )
+        released = time.perf_counter()
         await self._step("released", p)
+        return released
+
+    async def _announce(self, move: Move, prepared: tuple[Topology, str]) -> None:
+        """This node and the shards other than source and target learn the map (best effort: nodes
+        also read the epoch of source and target)."""
+        topology = prepared[0]
         await self._router.use(topology)
-        # The other shards learn the map too, so a node asking any of them converges; best effort:
-        # nodes also read the epoch of source and target.
         others = [s for n, s in self._router.shards.items() if n not in (move.source, move.target)]
         await asyncio.gather(
             *(seed_topology(s, topology, ownership=False) for s in others), return_exceptions=True
@@ -512,7 +533,10 @@ class Rebalancer:
             )
             if t_state == "1":
                 if s_state == "2":  # accepted, not released: finish the flip
-                    await self._accept_and_release(move, source, target)
+                    prepared = self._prepare(move)
+                    summary = await self._summary(source, move.partition)
+                    await self._accept_and_release(move, source, target, summary, prepared)
+                    await self._announce(move, prepared)
                     fixed += 1
                 if s_state in ("0", "2"):
                     await self._delete_keys(
