@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -84,7 +85,9 @@ class Router:
         self._task: asyncio.Task[None] | None = None
         self.shard_listeners: list[Callable[[Shard], Awaitable[None]]] = []
         """Told of every shard connected while serving (the event hub follows its stream)."""
-        self._use(place_partitions({name: weights.get(name, 1) for name in shards}))
+        # Epoch 0: only a candidate. Any stored map wins over it (`connect`); on a first start the
+        # first configured shard decides which candidate becomes epoch 1.
+        self._use(dataclasses.replace(place_partitions({n: weights.get(n, 1) for n in shards}), epoch=0))
 
     def _use(self, partition_map: PartitionMap) -> None:
         self.partition_map = partition_map
@@ -239,9 +242,22 @@ class Router:
         """
         await asyncio.gather(*(s.connect(attempts=attempts, delay=delay) for s in self.shards.values()))
         await self.refresh()
-        # Seeding is idempotent: it writes the map only where it is newer and an ownership string only
-        # where there is none (a new shard, or the first start).
         configured = list(self.shards.values())
+        if self.epoch == 0:
+            # No shard holds a map: the first start. The first configured shard keeps whichever
+            # candidate reaches it first (nodes starting together with different lists agree on it),
+            # and every node adopts that one before giving any shard its ownership string.
+            first = configured[0]
+            candidate = self.topology()
+            first_map = dataclasses.replace(candidate.map, epoch=1)
+            await seed_topology(first, dataclasses.replace(candidate, map=first_map), ownership=True)
+            stored = await read_topology(first)
+            if stored is None:
+                raise ShardUnavailableError(f"shard {first.name} did not keep the partition map")
+            async with self._refresh_lock:
+                await self._adopt(stored)
+        # Seeding is idempotent: it writes the map only where it is newer and an ownership string only
+        # where there is none (a new shard, or the first start), always from the stored map.
         await asyncio.gather(*(seed_topology(s, self.topology(), ownership=True) for s in configured))
         unplaced = [n for n in self.shards if n not in self.partition_map.shards]
         if unplaced:

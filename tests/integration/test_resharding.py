@@ -448,3 +448,44 @@ class TestClusterAdminRpcs:
             topology = await client.get_topology()
             assert 1 == topology.epoch
             assert "" == topology.plan_id
+
+
+class TestFirstStart:
+    """The stored map, not a node's configuration, decides ownership."""
+
+    async def test_a_node_with_an_appended_shard_does_not_give_it_partitions(
+        self, procs: list[RedisProcess]
+    ) -> None:
+        """A node configured with [s0, s1] after the map was stored with [s0] alone adopts that map:
+        s1 owns nothing until add-shard, so no partition has two owners."""
+        first = Router({procs[0].name: _shard(procs[0])}, refresh_seconds=0)
+        await first.connect()
+        second = Router({p.name: _shard(p) for p in procs[:2]}, refresh_seconds=0)
+        await second.connect()
+        try:
+            assert 1 == first.epoch == second.epoch
+            assert {procs[0].name: PARTITION_COUNT} == {
+                n: c for n, c in second.partition_map.counts().items() if c
+            }
+            assert all(o == [f"{procs[0].name}:1"] for o in await _owners(procs))
+        finally:
+            await first.close()
+            await second.close()
+
+    async def test_nodes_starting_together_with_different_lists_agree(
+        self, procs: list[RedisProcess]
+    ) -> None:
+        """Whichever candidate reaches the first shard first is the map every node adopts."""
+
+        def factory(name: str, url: str) -> Shard:
+            return _shard(next(p for p in procs if p.name == name))
+
+        one = Router({procs[0].name: _shard(procs[0])}, factory=factory, refresh_seconds=0)
+        two = Router({p.name: _shard(p) for p in procs[:2]}, factory=factory, refresh_seconds=0)
+        await asyncio.gather(two.connect(), one.connect())
+        try:
+            assert one.partition_map.owners == two.partition_map.owners
+            assert all(len(o) == 1 for o in await _owners(procs))
+        finally:
+            await one.close()
+            await two.close()
