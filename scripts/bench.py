@@ -205,6 +205,9 @@ def create_script_call(shard_names: Sequence[str], user_id: str, n: int) -> tupl
         keys.session(partition, sid, offline=False),
         keys.user_index(partition, REALM, user_id, offline=False),
         keys.realm_index(partition, REALM, offline=False),
+        keys.client_index(partition, REALM, offline=False),
+        *keys.event_keys(partition),
+        *keys.GUARD_KEYS,  # the ownership guard's, appended as Shard.call appends them
     ]
     return _owner(shard_names, partition), script_keys, args
 
@@ -714,7 +717,10 @@ class Child:
         line = self.process.stdout.readline()
         if not line:
             raise RuntimeError(f"{self.name} (pid {self.pid}) exited with {self.process.wait()}")
-        answer: dict[str, Any] = json.loads(line)
+        try:
+            answer: dict[str, Any] = json.loads(line)
+        except ValueError:
+            raise RuntimeError(f"{self.name} (pid {self.pid}) answered {line[:200]!r}") from None
         return answer
 
     def stop(self) -> None:
@@ -1300,13 +1306,14 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark (or one of its own child processes); returns the exit code."""
     args = _parse(argv)
+    # To stderr, in every process: a worker's stdout carries its JSON answers only.
+    configure_logging("warning", json=False)
     if args.command == "_worker":
         asyncio.run(_worker_main(args))
         return 0
     if args.command == "_echo":
         asyncio.run(_echo_main(args.port, args.reply_bytes, _parse_shards(args.shards)))
         return 0
-    configure_logging("warning", json=False)
     signal.signal(signal.SIGTERM, _on_sigterm)
     # Ctrl-C must stop everything even where SIGINT was ignored at start (a background job).
     signal.signal(signal.SIGINT, signal.default_int_handler)
