@@ -35,7 +35,7 @@ Usage:
 
 Bounded by --timeout (900 s): on it, on Ctrl-C or SIGTERM every started process is stopped by PID.
 
-The other sub-commands (`_serve`, `_worker`) are the processes this script starts for itself. It
+The `_worker` sub-command is the load-client process this script starts for itself. It
 reuses `scripts/bench.py` (load-client worker, child processes, CPU accounting, percentiles).
 """
 
@@ -147,31 +147,6 @@ def touch_call(shard_names: Sequence[str], session_id: str) -> tuple[str, list[s
     ]
     args = ["", *bench._POLICY_ARGS, REALM, str(p), "0", "0", "0", CLIENT_ID]
     return bench._owner(shard_names, p), script_keys, args
-
-
-# --------------------------------------------------------------------------------------------------
-# The service process: `session-store serve` with port sharing on
-# --------------------------------------------------------------------------------------------------
-
-
-def _serve_main() -> int:
-    """Run `session-store serve` (configured by the environment) with SO_REUSEPORT on.
-
-    The service sets `grpc.so_reuseport` to 0 on its servers (perf-notes: otherwise two servers can
-    silently share a port) and has no setting to turn it on; this wrapper turns it on in this process
-    only, so that several service processes can share one port.
-    """
-    original = grpc.aio.server
-
-    def server(*args: Any, **kwargs: Any) -> grpc.aio.Server:
-        options = [(k, 1 if k == "grpc.so_reuseport" else v) for k, v in kwargs.get("options") or ()]
-        kwargs["options"] = options or [("grpc.so_reuseport", 1)]
-        return original(*args, **kwargs)
-
-    grpc.aio.server = server
-    from session_store.cli import main as cli_main  # noqa: PLC0415 - after the wrapper is in place
-
-    return cli_main(["serve"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -539,10 +514,13 @@ class Rig:
                 "SESSION_STORE_METRICS_LISTEN": metrics,
                 "SESSION_STORE_LOG_LEVEL": "warning",
                 "SESSION_STORE_GRACE_SECONDS": "0",
+                "SESSION_STORE_REUSE_PORT": "true",  # the processes of one case share its port
             }
             if connections:
                 env["SESSION_STORE_REDIS_CONNECTIONS"] = str(connections)
-            child = self.spawn(f"{name}-{i}", [sys.executable, __file__, "_serve"], env=env, pipes=False)
+            child = self.spawn(
+                f"{name}-{i}", [sys.executable, "-m", "session_store", "serve"], env=env, pipes=False
+            )
             bench._wait_serving(f"127.0.0.1:{health}", child)
             children.append(child)
         return f"127.0.0.1:{port}", children
@@ -1252,7 +1230,6 @@ def _ints(text: str) -> tuple[int, ...]:
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("_serve", help=argparse.SUPPRESS)
     worker = sub.add_parser("_worker", help=argparse.SUPPRESS)
     worker.add_argument("--service", required=True)
     worker.add_argument("--shards", default="")
@@ -1364,8 +1341,6 @@ def _on_signal(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark (or one of its own child processes); returns the exit code."""
     args = _parse(argv)
-    if args.command == "_serve":
-        return _serve_main()
     if args.command == "_worker":
         asyncio.run(_worker_main(args))
         return 0

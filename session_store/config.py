@@ -174,6 +174,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
         str(DEFAULT_REDIS_MEMORY_POLL_SECONDS),
         "how often each shard's `INFO memory` is read for the memory guard (0.05-60)",
     ),
+    EnvVar(
+        "REUSE_PORT",
+        "false",
+        "let several service processes listen on the same port (SO_REUSEPORT; the kernel spreads "
+        "connections, so clients need several channels); off, a second process on a taken port fails",
+    ),
     EnvVar("GRACE_SECONDS", str(DEFAULT_GRACE_SECONDS), "drain time on SIGTERM/SIGINT, in seconds"),
     EnvVar(
         "SHUTDOWN_DELAY_SECONDS",
@@ -678,6 +684,7 @@ class Settings:
     listen: str = DEFAULT_LISTEN
     health_listen: str = DEFAULT_HEALTH_LISTEN
     metrics_listen: str = DEFAULT_METRICS_LISTEN
+    reuse_port: bool = False
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     shutdown_delay_seconds: float = DEFAULT_SHUTDOWN_DELAY_SECONDS
     log_level: str = DEFAULT_LOG_LEVEL
@@ -751,6 +758,7 @@ class Settings:
             listen=get("LISTEN", DEFAULT_LISTEN),
             health_listen=get("HEALTH_LISTEN", DEFAULT_HEALTH_LISTEN),
             metrics_listen=get("METRICS_LISTEN", DEFAULT_METRICS_LISTEN),
+            reuse_port=flag("REUSE_PORT", False),
             grace_seconds=number("GRACE_SECONDS", DEFAULT_GRACE_SECONDS, float),
             shutdown_delay_seconds=number("SHUTDOWN_DELAY_SECONDS", DEFAULT_SHUTDOWN_DELAY_SECONDS, float),
             log_level=get("LOG_LEVEL", DEFAULT_LOG_LEVEL).lower(),

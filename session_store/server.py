@@ -128,7 +128,9 @@ class SessionStoreServer:
         self.server = grpc.aio.server(
             interceptors=interceptors or None,
             options=[
-                ("grpc.so_reuseport", 0),
+                # Off unless asked for: grpcio's default (on) lets a second server bind a taken port
+                # silently; on, several processes share one port to use several cores.
+                ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
                 ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
                 ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
             ],
