@@ -394,8 +394,8 @@ class Cluster:
                 cluster._launch_sentinel_groups(replicas=replicas, sentinels=sentinels)
             for i in range(nodes):
                 cluster._launch_node(f"n{i}", port=0)
-            for node in state.nodes:
-                cluster.wait_node_healthy(node.name)
+            for node in list(state.nodes):
+                cluster._wait_new_node(node.name)
             if test_clock:
                 cluster.sync_clocks()
         except BaseException:
@@ -615,7 +615,8 @@ class Cluster:
     def _launch_node(self, name: str, *, port: int) -> NodeRecord:
         existing = next((n for n in self.state.nodes if n.name == name), None)
         chosen = port or free_port()
-        metrics_port = existing.metrics_port if existing else free_port()
+        # A restart keeps both ports; a start on a new port (its first port was taken) gets a new one.
+        metrics_port = existing.metrics_port if existing and existing.port == chosen else free_port()
         log_path = Path(self.state.root) / f"{name}.log"
         argv = [sys.executable, "-m", "session_store", "serve"]
         if self.state.test_clock:
@@ -640,6 +641,19 @@ class Cluster:
             self.state.nodes.append(record)
         self.save()
         return record
+
+    def _wait_new_node(self, name: str, attempts: int = 3) -> None:
+        """Wait for a node started on a port `free_port` picked; if another process took that port
+        meanwhile (the node exits with a failed bind), start it again on a fresh port (bounded)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self.wait_node_healthy(name)
+                return
+            except ClusterError as exc:
+                taken = "Failed to bind" in str(exc) or "Address already in use" in str(exc)
+                if not taken or attempt == attempts:
+                    raise
+            self._launch_node(name, port=free_port())
 
     def wait_node_healthy(self, name: str, seconds: float = NODE_START_SECONDS) -> float:
         """Wait until the node answers SERVING; returns the seconds waited.
