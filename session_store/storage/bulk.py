@@ -103,7 +103,6 @@ class BulkRemoval:
         cached: CachedPolicy,
         batch_size: int,
     ) -> int:
-        shard = self._router.shard_for(partition)
         header = [self._clock.script_now(), *cached.args]
         removed = 0
         for offline in (False, True):
@@ -111,7 +110,7 @@ class BulkRemoval:
             if scope is RemovalScope.CLIENT:
                 cidx = keys.client_index(partition, realm, offline=offline)
                 prefix = f"{client_id} "
-                members = await shard.command("ZRANGE", cidx, 0, -1)
+                members = await self._router.read(partition, "ZRANGE", cidx, 0, -1)
                 ids = [m[len(prefix) :] for m in members if m.startswith(prefix)]
                 for chunk in _chunks(ids, batch_size):
                     removed += int(
@@ -128,7 +127,7 @@ class BulkRemoval:
                     )
                 continue
             ridx = keys.realm_index(partition, realm, offline=offline)
-            ids = await shard.command("ZRANGE", ridx, 0, -1)
+            ids = await self._router.read(partition, "ZRANGE", ridx, 0, -1)
             for chunk in _chunks(ids, batch_size):
                 removed += int(
                     await self._router.call(

@@ -26,6 +26,7 @@ from session_store.errors import (
     ShardUnavailableError,
 )
 from session_store.model.placement import PartitionMap, place_partitions
+from session_store.storage import keys
 from session_store.storage._errors import NoMapError
 from session_store.storage.shard import KeyOrArg, Shard
 from session_store.storage.topology import Topology, read_epoch, read_topology, seed_topology
@@ -43,6 +44,9 @@ ROUTE_ATTEMPTS = 12
 FROZEN_BACKOFF_SECONDS = 0.002
 """First wait after a frozen answer; doubles up to `MAX_BACKOFF_SECONDS` (a freeze lasts ms)."""
 MAX_BACKOFF_SECONDS = 0.1
+
+_OWN_BYTE = ("GETRANGE", keys.OWNERSHIP)
+"""A partition's ownership byte is `GETRANGE ss:own p p`."""
 
 RetryObserver = Callable[[str], None]
 """Told of every retried call with its reason: "moved" or "frozen" (metrics)."""
@@ -143,6 +147,65 @@ class Router:
             delay = min(delay * 2, MAX_BACKOFF_SECONDS)
         assert last is not None  # noqa: S101 - the loop ran at least once and only failures continue
         raise last
+
+    async def read(self, partition: int, *command: KeyOrArg) -> Any:
+        """One plain read command on a partition's keys, fenced like a script: the shard's ownership
+        byte is read in the same pipeline, and a shard that no longer serves the partition (or is
+        freezing it) is not believed; the read goes to the owner after the map is re-read.
+
+        Raises:
+            PartitionMovedError, PartitionFrozenError: still so after `ROUTE_ATTEMPTS` tries.
+            SessionStoreError: the shard failed.
+        """
+        delay = FROZEN_BACKOFF_SECONDS
+        for _attempt in range(ROUTE_ATTEMPTS):
+            shard = self._by_partition[partition]
+            state, reply = await shard.pipeline([(*_OWN_BYTE, partition, partition), command])
+            if state in ("1", "3"):
+                return reply
+            if state == "":
+                await self.seed(shard)
+                continue
+            self._retried("frozen" if state == "2" else "moved")
+            await self.refresh()
+            if self._by_partition[partition] is shard:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+        raise PartitionMovedError(f"partition {partition} did not settle on a shard")
+
+    async def read_all(self, command: Callable[[int], Sequence[KeyOrArg]], *, attempts: int = 3) -> list[Any]:
+        """`command(p)` for every partition, one pipeline per shard, fenced: each shard's ownership
+        bytes come in the same pipeline, and the whole read is redone on a newer map when a shard no
+        longer owned one of the partitions this node sent it.
+
+        Returns:
+            The replies, in no particular partition order.
+
+        Raises:
+            PartitionMovedError: the map kept changing for `attempts` reads.
+            SessionStoreError: a shard failed (a partial answer would be wrong).
+        """
+        for _attempt in range(attempts):
+            by_shard = {n: ps for n, ps in self._partitions_by_shard.items() if ps}
+
+            async def one(name: str, partitions: list[int]) -> tuple[bool, list[Any]]:
+                replies = await self.shards[name].pipeline(
+                    [(*_OWN_BYTE, 0, -1), *(command(p) for p in partitions)]
+                )
+                own = str(replies[0] or "")
+                if not own:  # a wiped shard: give it its ownership string, then read again
+                    await self.seed(self.shards[name])
+                    return False, []
+                settled = all(own[p : p + 1] in ("1", "3") for p in partitions)
+                return settled, replies[1:]
+
+            results = await asyncio.gather(*(one(n, ps) for n, ps in by_shard.items()))
+            if all(settled for settled, _ in results):
+                return [r for _, replies in results for r in replies]
+            self._retried("moved")
+            await self.refresh()
+            await asyncio.sleep(FROZEN_BACKOFF_SECONDS)
+        raise PartitionMovedError("the partition map kept changing while every partition was read")
 
     def _retried(self, reason: str) -> None:
         if self.on_retry is not None:

@@ -247,6 +247,64 @@ class TestAddShard:
                 await stale.close()
 
 
+class TestStaleReads:
+    """Plain reads (counts, hint lookups, index reads) are fenced too."""
+
+    async def test_a_stale_node_counts_every_session_after_a_move(self, procs: list[RedisProcess]) -> None:
+        """A node that missed the move still counts every session: the old owners' bytes send it on."""
+        async with _service(procs) as (_server, client):
+            created = await _create(client, 120, "u")
+            stale = _router(procs)
+            await stale.connect()
+            try:
+                mover = _router(procs)
+                await mover.connect()
+                try:
+                    await Rebalancer(mover, partitions_per_second=100_000).add_shard(
+                        procs[2].name, _shard(procs[2])
+                    )
+                finally:
+                    await mover.close()
+                assert 1 == stale.epoch
+                retried: list[str] = []
+                stale.on_retry = retried.append
+                counts = await stale.read_all(lambda p: ("ZCARD", keys.realm_index(p, REALM, offline=False)))
+                assert len(created) == sum(int(c) for c in counts)
+                assert ["moved"] == retried
+                assert stale.epoch > 1
+            finally:
+                await stale.close()
+
+    async def test_a_single_read_goes_to_the_new_owner(self, procs: list[RedisProcess]) -> None:
+        """`Router.read` of a moved partition's key answers from its new shard."""
+        async with _service(procs) as (_server, client):
+            created = await _create(client, 60, "u")
+            stale = _router(procs)
+            await stale.connect()
+            try:
+                mover = _router(procs)
+                await mover.connect()
+                try:
+                    await Rebalancer(mover, partitions_per_second=100_000).add_shard(
+                        procs[2].name, _shard(procs[2])
+                    )
+                    moved_user = next(
+                        i
+                        for i in range(60)
+                        if mover.shard_for(user_partition(REALM, f"u-{i}")).name == procs[2].name
+                    )
+                finally:
+                    await mover.close()
+                p = user_partition(REALM, f"u-{moved_user}")
+                members = await stale.read(
+                    p, "ZRANGE", keys.user_index(p, REALM, f"u-{moved_user}", offline=False), 0, -1
+                )
+                assert [created[moved_user]] == list(members)
+                assert procs[2].name == stale.shard_for(p).name
+            finally:
+                await stale.close()
+
+
 class TestEventsAcrossAMove:
     """Watches opened before a shard is added see the events of sessions moved to it."""
 
