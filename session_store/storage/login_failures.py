@@ -22,7 +22,6 @@ from session_store.model.policy import BruteForcePolicy
 from session_store.storage import keys
 from session_store.storage.policies import PolicyStore
 from session_store.storage.router import Router
-from session_store.storage.shard import Shard
 
 INDEX_READ_BATCH = 256
 """Partitions whose realm index is read in one pipelined batch by RemoveRealmLoginFailures."""
@@ -127,8 +126,8 @@ class LoginFailureRepository:
         """
         results = await asyncio.gather(
             *(
-                self._remove_on_shard(self._router.shards[name], partitions, realm)
-                for name, partitions in self._router.partitions_by_shard().items()
+                self._remove_on_shard(partitions, realm)
+                for partitions in self._router.partitions_by_shard().values()
             ),
             return_exceptions=True,
         )
@@ -137,7 +136,7 @@ class LoginFailureRepository:
                 raise result
         return sum(r for r in results if isinstance(r, int))
 
-    async def _remove_on_shard(self, shard: Shard, partitions: Sequence[int], realm: str) -> int:
+    async def _remove_on_shard(self, partitions: Sequence[int], realm: str) -> int:
         """Remove a realm's records from a shard's partitions, a chunk of partitions at a time.
 
         The chunk's indexes are read together; then one script call per partition and batch removes
@@ -147,7 +146,10 @@ class LoginFailureRepository:
         for start in range(0, len(partitions), INDEX_READ_BATCH):
             chunk = partitions[start : start + INDEX_READ_BATCH]
             indexes = [keys.login_failure_index(p, realm) for p in chunk]
-            members = await shard.pipeline([("SMEMBERS", index) for index in indexes])
+            # Fenced reads (each with its partition's ownership byte), sent together in one write.
+            members = await asyncio.gather(
+                *(self._router.read(p, "SMEMBERS", index) for p, index in zip(chunk, indexes, strict=True))
+            )
             calls = []
             for partition, index, users in zip(chunk, indexes, members, strict=True):
                 ordered = sorted(users)
