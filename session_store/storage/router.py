@@ -150,62 +150,69 @@ class Router:
 
     async def read(self, partition: int, *command: KeyOrArg) -> Any:
         """One plain read command on a partition's keys, fenced like a script: the shard's ownership
-        byte is read in the same pipeline, and a shard that no longer serves the partition (or is
-        freezing it) is not believed; the read goes to the owner after the map is re-read.
+        byte is read right after it in the same pipeline, and a shard that no longer serves the
+        partition (or is freezing it) is not believed; the read goes to the owner after the map is
+        re-read. (A byte still '1' or '3' after the read proves it was so during it: a partition
+        only leaves a shard through '2' and '0'.)
 
         Raises:
-            PartitionMovedError, PartitionFrozenError: still so after `ROUTE_ATTEMPTS` tries.
+            PartitionMovedError: the partition did not settle on a shard within `ROUTE_ATTEMPTS` tries.
             SessionStoreError: the shard failed.
         """
-        delay = FROZEN_BACKOFF_SECONDS
-        for _attempt in range(ROUTE_ATTEMPTS):
-            shard = self._by_partition[partition]
-            state, reply = await shard.pipeline([(*_OWN_BYTE, partition, partition), command])
-            if state in ("1", "3"):
-                return reply
-            if state == "":
-                await self.seed(shard)
-                continue
-            self._retried("frozen" if state == "2" else "moved")
-            await self.refresh()
-            if self._by_partition[partition] is shard:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
-        raise PartitionMovedError(f"partition {partition} did not settle on a shard")
+        replies = await self._read_fenced({partition: command})
+        return replies[partition]
 
-    async def read_all(self, command: Callable[[int], Sequence[KeyOrArg]], *, attempts: int = 3) -> list[Any]:
-        """`command(p)` for every partition, one pipeline per shard, fenced: each shard's ownership
-        bytes come in the same pipeline, and the whole read is redone on a newer map when a shard no
-        longer owned one of the partitions this node sent it.
+    async def read_all(self, command: Callable[[int], Sequence[KeyOrArg]]) -> list[Any]:
+        """`command(p)` for every partition, one pipeline per shard, fenced as `read`: a partition
+        whose shard no longer served it is read again from its owner on the newer map.
 
         Returns:
-            The replies, in no particular partition order.
+            The replies in partition order.
 
         Raises:
-            PartitionMovedError: the map kept changing for `attempts` reads.
+            PartitionMovedError: some partition did not settle within `ROUTE_ATTEMPTS` tries.
             SessionStoreError: a shard failed (a partial answer would be wrong).
         """
-        for _attempt in range(attempts):
-            by_shard = {n: ps for n, ps in self._partitions_by_shard.items() if ps}
+        replies = await self._read_fenced({p: command(p) for p in range(len(self._by_partition))})
+        return [replies[p] for p in sorted(replies)]
 
-            async def one(name: str, partitions: list[int]) -> tuple[bool, list[Any]]:
-                replies = await self.shards[name].pipeline(
-                    [(*_OWN_BYTE, 0, -1), *(command(p) for p in partitions)]
-                )
-                own = str(replies[0] or "")
-                if not own:  # a wiped shard: give it its ownership string, then read again
-                    await self.seed(self.shards[name])
-                    return False, []
-                settled = all(own[p : p + 1] in ("1", "3") for p in partitions)
-                return settled, replies[1:]
+    async def _read_fenced(self, commands: Mapping[int, Sequence[KeyOrArg]]) -> dict[int, Any]:
+        done: dict[int, Any] = {}
+        pending = sorted(commands)
+        delay = FROZEN_BACKOFF_SECONDS
 
-            results = await asyncio.gather(*(one(n, ps) for n, ps in by_shard.items()))
-            if all(settled for settled, _ in results):
-                return [r for _, replies in results for r in replies]
+        async def one(shard: Shard, partitions: list[int]) -> list[int]:
+            if len(partitions) == 1:
+                own_read: tuple[KeyOrArg, ...] = (*_OWN_BYTE, partitions[0], partitions[0])
+            else:
+                own_read = (*_OWN_BYTE, 0, -1)
+            replies = await shard.pipeline([*(commands[p] for p in partitions), own_read])
+            own = str(replies[-1] or "")
+            if not own:  # a wiped shard: give it its ownership string, then read again
+                await self.seed(shard)
+                return partitions
+            unsettled = []
+            for p, reply in zip(partitions, replies[:-1], strict=True):
+                state = own if len(partitions) == 1 else own[p : p + 1]
+                if state in ("1", "3"):
+                    done[p] = reply
+                else:
+                    unsettled.append(p)
+            return unsettled
+
+        for _attempt in range(ROUTE_ATTEMPTS):
+            groups: dict[str, list[int]] = {}
+            for p in pending:
+                groups.setdefault(self._by_partition[p].name, []).append(p)
+            left = await asyncio.gather(*(one(self.shards[n], ps) for n, ps in groups.items()))
+            pending = [p for ps in left for p in ps]
+            if not pending:
+                return done
             self._retried("moved")
             await self.refresh()
-            await asyncio.sleep(FROZEN_BACKOFF_SECONDS)
-        raise PartitionMovedError("the partition map kept changing while every partition was read")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+        raise PartitionMovedError(f"{len(pending)} partitions did not settle on a shard; retry")
 
     def _retried(self, reason: str) -> None:
         if self.on_retry is not None:
