@@ -25,6 +25,8 @@ What it proves, for the realm of the run (`Meta.realm`; the marker realm only dr
 - **count_mismatch / phantom_session / list_get_mismatch**: at the end, CountSessions (realm and per
   client, on every node) equals the live set that ListUserSessions of every user returns; every live
   session comes from a create that may have run; a get finds nothing the lists did not show.
+- **reshard_visible**: no call answered PARTITION_MOVED or PARTITION_FROZEN (the service retries a
+  moved or frozen partition itself; a caller must see only latency while shards are added or removed).
 - **event_***: with a watcher, event ids are unique; each session has at most one `created` event, which
   comes first (exactly one when its create was acknowledged), at most one ending event (`logged_out`,
   `revoked`, `expired`) and nothing after it (order within one shard's stream: a watch merges streams
@@ -285,12 +287,25 @@ def check(history: History) -> CheckResult:
     _check_limits(model, result)
     _check_rotation(model, result)
     _check_final_counts(model, result)
+    _check_resharding_visible(history, result)
     if history.meta.events:
         _check_events(model, history, result)
     result.stats["ops"] = len(history.ops)
     result.stats["sessions"] = len(model.sessions)
     result.stats["acknowledged_sessions"] = sum(1 for s in model.sessions.values() if s.acked)
     return result
+
+
+RESHARDING_ERRORS = ("PartitionMovedError", "PartitionFrozenError")
+"""What a caller must never see while shards are added or removed: the service retries both."""
+
+
+def _check_resharding_visible(history: History, result: CheckResult) -> None:
+    for op in history.ops:
+        if op.error in RESHARDING_ERRORS:
+            result.violations.append(
+                Violation("reshard_visible", op.op, f"{op.op} {dict(op.args)} answered {op.error}", (op.seq,))
+            )
 
 
 def _check_final_read(model: _Model, result: CheckResult) -> None:

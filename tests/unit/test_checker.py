@@ -286,6 +286,15 @@ class TestCleanHistory:
         assert "final_read" in kinds(run)
 
 
+class TestResharding:
+    def test_a_moved_or_frozen_answer_reaching_the_caller_is_a_violation(self) -> None:
+        """The service retries moved/frozen partitions itself: a caller seeing one is a violation."""
+        for error in ("PartitionMovedError", "PartitionFrozenError"):
+            run = clean()
+            run.op("count", 6.0, 6.1, {"client": ""}, outcome=FAIL, error=error)
+            assert {"reshard_visible"} == kinds(run)
+
+
 class TestLost:
     def test_an_acknowledged_session_not_found_later_is_lost(self) -> None:
         """A get NOT_FOUND with no logout, revoke, eviction or expiry possible is a lost session."""
