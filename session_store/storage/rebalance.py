@@ -651,8 +651,3 @@ class Rebalancer:
         names = list(dict.fromkeys(k for ks in by_partition.values() for k in ks))
         for start in range(0, len(names), COPY_BATCH):
             await shard.command("UNLINK", *names[start : start + COPY_BATCH])
-
-
-def plan_summary(progress: MoveProgress) -> str:
-    """One line for the CLI."""
-    return json.dumps(progress.summary())
