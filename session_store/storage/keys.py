@@ -36,8 +36,9 @@ key                                         holds
                                             "e:<type>" -> events appended, on this shard
 ``ss:shard``                                this shard's random identity (names it in cursors)
 ``ss:own``                                  which partitions this shard owns: one byte per partition
-                                            ('1' owned, '3' being copied out, '2' frozen, '0' not
-                                            owned), then ``:`` and the map epoch it was set from
+                                            ('1' owned, '3' being copied out, '2' frozen, '4' frozen
+                                            and handed to a move's target, '0' not owned), then
+                                            ``:`` and the map epoch it was set from
 ``ss:journal``                              set of the keys touched in partitions being copied out
 ``ss:topology``                             hash: ``epoch``, ``map`` (JSON: shards with URL and
                                             weight, owner of every partition); on every shard

@@ -7,14 +7,17 @@ One partition moves in five steps (docs/architecture.md, "Resharding"):
    REPLACE) to the target, which does not own it yet, so nothing reads the copy.
 2. **frozen**: the source marks it '2'; its scripts answer SS_FROZEN (callers retry in ms). The
    mover copies again the keys the journal names (deleting those gone).
-3. **accepted**: the target marks it '1' under a map with a higher epoch.
+3. **accepted**: the source marks it '4' (handed over), then the target marks it '1' under a map
+   with a higher epoch.
 4. **released**: the source marks it '0'; its scripts answer SS_MOVED and callers follow the map.
 5. **cleaned**: the source's copy is deleted.
 
 The plan (every move, the map to reach) is stored on every shard before the first move, and a lease
 names the one mover working on it. A mover that stops at any step leaves each partition in a state
 that `recover` can read from the two ownership bytes: before step 3 the source still owns it (the
-move is rolled back or done again), from step 3 on the target does (the move is finished). Callers
+move is rolled back or done again), from step 3 on the target does (the move is finished). With the
+target down, a source byte '2' or '3' still proves the target never accepted (rolled back at once);
+only a '4' must wait for the target. Callers
 never see a partition owned by no shard or by two.
 """
 
@@ -30,7 +33,12 @@ from typing import Any
 
 import structlog
 
-from session_store.errors import PreconditionFailedError, SessionStoreError, ShardUnavailableError
+from session_store.errors import (
+    PreconditionFailedError,
+    SessionStoreError,
+    ShardUnavailableError,
+    UnavailableError,
+)
 from session_store.model.placement import Move, PartitionMap, moves_between, rebalance
 from session_store.storage import keys
 from session_store.storage.router import Router
@@ -447,6 +455,9 @@ class Rebalancer:
         p = move.partition
         deltas, earliest = summary
         topology, text = prepared
+        # '4' on the source records that the target may accept from now on: recovery may roll back a
+        # partition still '2' or '3' without asking the target (which may be down), never a '4'.
+        await source.call("set_partition_state", [keys.OWNERSHIP], ["24", "4", p])
         await target.call(
             "accept_partition",
             [keys.OWNERSHIP, keys.TOPOLOGY, keys.DUE, keys.COUNTS],
@@ -527,31 +538,35 @@ class Rebalancer:
         fixed = 0
         for move in plan.moves:
             source = self._router.shards[move.source]
-            target = self._router.shards[move.target]
-            s_state, t_state = await asyncio.gather(
-                self._state(source, move.partition), self._state(target, move.partition)
-            )
+            target = self._router.shards.get(move.target)
+            s_state = await self._state(source, move.partition)
+            t_state = await self._state_or_none(target, move.partition)
             if t_state == "1":
-                if s_state == "2":  # accepted, not released: finish the flip
+                if s_state in ("2", "4"):  # accepted, not released: finish the flip
+                    assert target is not None  # noqa: S101 - it answered
                     prepared = self._prepare(move)
                     summary = await self._summary(source, move.partition)
                     await self._accept_and_release(move, source, target, summary, prepared)
                     await self._announce(move, prepared)
                     fixed += 1
-                if s_state in ("0", "2"):
+                if s_state in ("0", "2", "4"):
                     await self._delete_keys(
                         source, await self._scan(source, move.partition >> 8, {move.partition})
                     )
                     continue
-            if s_state in ("2", "3"):
+            if s_state in ("2", "3") or (s_state == "4" and t_state == "0"):
                 # Not accepted: the source still owns it. Unfreeze; the copy on the target is
                 # deleted before the partition is copied again.
-                await source.call("set_partition_state", [keys.OWNERSHIP], ["23", "1", move.partition])
+                await source.call("set_partition_state", [keys.OWNERSHIP], ["234", "1", move.partition])
                 fixed += 1
-                if not resume:
+                if not resume and target is not None and t_state is not None:
                     await self._delete_keys(
                         target, await self._scan(target, move.partition >> 8, {move.partition})
                     )
+            elif s_state == "4":
+                # Handed over to a target that cannot be asked: it may own the partition now, so
+                # the source must not take it back; it stays frozen until the target answers again.
+                log.warning("partition_waits_for_target", partition=move.partition, target=move.target)
             pending.append(move)
         await self._publish(Topology(self._map, self._urls))
         log.info("move_plan_repaired", plan=plan.id, fixed=fixed, pending=len(pending), resume=resume)
@@ -560,10 +575,22 @@ class Rebalancer:
     async def _state(self, shard: Shard, partition: int) -> str:
         return str(await shard.command("GETRANGE", keys.OWNERSHIP, partition, partition))
 
+    async def _state_or_none(self, shard: Shard | None, partition: int) -> str | None:
+        """The partition's byte on a shard, or None when the shard cannot be asked."""
+        if shard is None:
+            return None
+        try:
+            return await self._state(shard, partition)
+        except UnavailableError:
+            return None
+
     async def _adopt_plan_shards(self, plan: MovePlan) -> None:
         for name in plan.target.map.shards:
             if name not in self._router.shards:
-                await self._router.connect_shard(name, plan.target.urls[name])
+                try:
+                    await self._router.connect_shard(name, plan.target.urls[name])
+                except UnavailableError as exc:  # repaired without it where that is safe
+                    log.warning("move_target_unreachable", shard=name, error=exc.message)
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -421,6 +421,43 @@ class TestInterruptedMove:
                 assert sid == (await client.get_user_session(REALM, sid)).id
 
 
+class TestTargetDown:
+    """A move whose target dies is rolled back without it, where that is safe."""
+
+    async def test_a_node_starting_with_the_target_down_unfreezes_the_source(
+        self, procs: list[RedisProcess]
+    ) -> None:
+        """Target killed while a partition is frozen: a starting node gives every partition back to
+        its source (the target had not accepted), so nothing stays frozen and every session reads."""
+        async with _service(procs) as (_server, client):
+            created = await _create(client, 150, "u")
+            before = await _dump(procs[:2])
+            router = _router(procs)
+            await router.connect()
+
+            async def die(at: str, _partition: int) -> None:
+                if at == "frozen":
+                    procs[2].kill()
+                    raise Crash(at)
+
+            try:
+                with pytest.raises(Crash):
+                    await Rebalancer(router, partitions_per_second=100_000, on_step=die).add_shard(
+                        procs[2].name, _shard(procs[2])
+                    )
+            finally:
+                await router.close()
+            frozen = [o for o in await _owners(procs[:2]) if o[0].endswith((":2", ":3"))]
+            assert frozen  # the mover left partitions copying out and one frozen
+            async with _service(procs):
+                pass  # a node starts: it repairs what it safely can
+            assert all(len(o) == 1 and o[0].endswith(":1") for o in await _owners(procs[:2]))
+            after = await _dump(procs[:2])
+            assert {k: v for k, (_s, v) in before.items()} == {k: v for k, (_s, v) in after.items()}
+            for sid in created:
+                assert sid == (await client.get_user_session(REALM, sid)).id
+
+
 def test_user_partitions_spread_over_the_added_shard() -> None:
     """Sanity of the fixture users: they fall in many partitions."""
     assert len({user_partition(REALM, f"u-{i}") for i in range(150)}) > 140

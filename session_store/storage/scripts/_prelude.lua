@@ -521,7 +521,7 @@ do
           local epoch = redis.call('GETRANGE', own, 4097, -1)
           error({err = 'SS_MOVED ' .. p .. ' ' .. epoch})
         end
-        if b == '2' then error({err = 'SS_FROZEN ' .. p}) end
+        if b == '2' or b == '4' then error({err = 'SS_FROZEN ' .. p}) end
         state[hex] = b
       end
       if b == '3' then redis.call('SADD', journal, k) end

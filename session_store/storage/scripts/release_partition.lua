@@ -11,7 +11,7 @@
 local p = tonumber(ARGV[1])
 local b = redis.call('GETRANGE', KEYS[1], p, p)
 if b == '0' then return 0 end
-if b ~= '2' then fail('SS_BAD_ARG partition ' .. p .. ' is in state ' .. b .. ', not frozen') end
+if b ~= '2' and b ~= '4' then fail('SS_BAD_ARG partition ' .. p .. ' is in state ' .. b .. ', not frozen') end
 redis.call('SETRANGE', KEYS[1], p, '0')
 local epoch = tonumber(ARGV[2])
 if tonumber(redis.call('GETRANGE', KEYS[1], 4097, -1)) < epoch then
