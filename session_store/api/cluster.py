@@ -12,8 +12,7 @@ from session_store.api.servicer import Context, rpc, stream_rpc
 from session_store.config import SettingsError, parse_shards
 from session_store.errors import InvalidArgumentError, PreconditionFailedError
 from session_store.storage.rebalance import DEFAULT_PARTITIONS_PER_SECOND, MoveProgress, Rebalancer
-from session_store.storage.router import Router
-from session_store.storage.shard import Shard
+from session_store.storage.router import Router, ShardFactory
 from session_store.storage.topology import public_url
 from session_store.v1 import cluster_pb2 as pb
 from session_store.v1 import cluster_pb2_grpc as pb_grpc
@@ -23,8 +22,6 @@ REPORT_EVERY = 25
 """Partitions between two progress messages."""
 MAX_RATE = 100_000.0
 MAX_URL_LENGTH = 2048
-
-ShardFactory = Callable[[str, str], Shard]
 
 
 def _rate(value: float) -> float:
