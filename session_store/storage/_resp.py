@@ -39,9 +39,9 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection as RedisConnection
 from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from session_store.config import SENTINEL_SCHEMES, parse_sentinel_url
 
@@ -213,7 +213,7 @@ class _SentinelGroup(Sentinel):
     """
 
     def __init__(self, sentinels: list[Redis]) -> None:
-        super().__init__([])  # type: ignore[no-untyped-call]  # redis-py leaves Sentinel untyped
+        super().__init__([])
         self.sentinels = sentinels
 
     async def discover_master(self, service_name: str) -> tuple[str, int]:
@@ -374,7 +374,7 @@ class SentinelMaster:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub untyped
+                await pubsub.aclose()
 
     async def aclose(self) -> None:
         """Close the connections to the sentinels."""
@@ -596,6 +596,21 @@ class PipelinedClient:
         """
         conn = await self._connection()
         return await conn.send(args)
+
+    async def execute_asking(self, *args: Arg) -> Any:
+        """Send ASKING and then one command, adjacent on one connection (a Redis Cluster's ASK
+        redirection: the target serves a slot it is importing only to a client that asked).
+
+        Raises:
+            As `execute`; an error of ASKING itself shows as the command's own error reply.
+        """
+        conn = await self._connection()
+        # No await between the two sends: nothing of another caller can get between them.
+        asking, reply = conn.send(("ASKING",)), conn.send(args)
+        replies: tuple[Any, Any] = await asyncio.gather(asking, reply, return_exceptions=True)
+        if isinstance(replies[1], BaseException):
+            raise replies[1]
+        return replies[1]
 
     async def subscribe(self, channel: str) -> AsyncGenerator[str, None]:
         """Subscribe to `channel` on a connection of its own; yields each message's payload.
