@@ -102,7 +102,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "",
         "comma-separated `[name=]redis://host:port/db`; empty starts local embedded shards. Names and "
         "their order place partitions: keep both stable and append new shards at the end. A Sentinel "
-        "group: `name=redis+sentinel://host:port,host:port/<master-name>[/db]` (docs/operations.md)",
+        "group: `name=redis+sentinel://host:port,host:port/<master-name>[/db]`; a Redis Cluster instead "
+        "of shards: `redis+cluster://host:port,host:port[?groups=16|256]`, the only entry "
+        "(docs/operations.md)",
     ),
     EnvVar("EMBEDDED_SHARDS", str(DEFAULT_EMBEDDED_SHARDS), "local shards started when no URLs are set"),
     EnvVar("DATA_DIR", DEFAULT_DATA_DIR, "where local embedded shards keep their AOF"),
@@ -429,11 +431,87 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     )
 
 
-def _split_shard_entries(text: str) -> list[str]:
-    """Split the comma-separated shard list; commas inside a Sentinel URL's host list stay in it.
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+"""URL schemes of a Redis (or Valkey) Cluster used as the whole store (rediss: TLS to every node)."""
+DEFAULT_CLUSTER_GROUPS = 16
+"""Groups (virtual shards) of a Redis Cluster deployment by default (storage/keys.py, grouped layout)."""
+_CLUSTER_GROUP_CHOICES = (16, 256)
 
-    A piece without `://` continues the previous entry while that entry is a Sentinel URL whose host
-    list is still open (no `/` after `://` yet).
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterURL:
+    """A parsed `redis+cluster://` (or `rediss+cluster://`) URL: a Redis Cluster instead of shards.
+
+    `redis+cluster://[user:password@]host:port[,host:port...][?groups=16|256]`: some nodes of the
+    cluster to discover it from (the others are found through them), and how many groups the
+    partitions form (each group is one hash slot; more groups spread the data over more slots, fewer
+    mean fewer event streams to follow). The credentials apply to every node. Database 0 only: a
+    cluster has no other.
+    """
+
+    tls: bool
+    nodes: tuple[tuple[str, int], ...]
+    groups: int = DEFAULT_CLUSTER_GROUPS
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+def parse_cluster_url(url: str) -> ClusterURL:
+    """Parse a Redis Cluster URL (see `ClusterURL` for the form).
+
+    Raises:
+        SettingsError: not a well-formed cluster URL (the message never shows a password).
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unbalanced IPv6 brackets; the URL cannot be redacted, so it is not shown
+        raise SettingsError("SESSION_STORE_REDIS_URLS: a URL has unbalanced [ ]") from None
+    where = f"SESSION_STORE_REDIS_URLS: {_redact(url)!r}"
+    if parts.scheme not in CLUSTER_SCHEMES:
+        raise SettingsError(f"{where} is not a redis+cluster:// URL")
+    hosts = parts.netloc.rpartition("@")[2]
+    try:
+        nodes = tuple(_cluster_node(h.strip()) for h in hosts.split(","))
+    except ValueError:
+        raise SettingsError(f"{where}: expected host:port[,host:port...] of some cluster nodes") from None
+    if parts.path not in ("", "/", "/0"):
+        raise SettingsError(f"{where}: a Redis Cluster has database 0 only")
+    query = dict(item.partition("=")[::2] for item in parts.query.split("&") if item)
+    groups_text = query.pop("groups", str(DEFAULT_CLUSTER_GROUPS))
+    if query or not groups_text.isdecimal() or int(groups_text) not in _CLUSTER_GROUP_CHOICES:
+        raise SettingsError(f"{where}: the only option is groups=16|256")
+    return ClusterURL(
+        tls=parts.scheme == "rediss+cluster",
+        nodes=nodes,
+        groups=int(groups_text),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def _cluster_node(text: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` of one cluster node (the port is required: there is no default)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdecimal() or not 0 < int(port) <= 65535:
+        raise ValueError(text)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or any(c.isspace() or c in "[]/" for c in host):
+        raise ValueError(text)
+    return host, int(port)
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether a shard URL names a whole Redis Cluster (`redis+cluster://`, `rediss+cluster://`)."""
+    return url.split("://", 1)[0] in CLUSTER_SCHEMES
+
+
+def _split_shard_entries(text: str) -> list[str]:
+    """Split the comma-separated shard list; commas inside a Sentinel or cluster URL's host list stay
+    in it.
+
+    A piece without `://` continues the previous entry while that entry is a Sentinel or cluster URL
+    whose host list is still open (no `/` or `?` after `://` yet).
     """
     entries: list[str] = []
     open_hosts = False
@@ -445,7 +523,11 @@ def _split_shard_entries(text: str) -> list[str]:
         else:
             entries.append(part)
         scheme, _, rest = entries[-1].partition("://")
-        open_hosts = scheme.rpartition("=")[2] in SENTINEL_SCHEMES and "/" not in rest
+        open_hosts = (
+            scheme.rpartition("=")[2] in (*SENTINEL_SCHEMES, *CLUSTER_SCHEMES)
+            and "/" not in rest
+            and "?" not in rest
+        )
     return entries
 
 
@@ -473,6 +555,10 @@ def parse_shards(text: str) -> tuple[ShardSettings, ...]:
             sentinel = parse_sentinel_url(url)
             shards.append(ShardSettings(name=name or f"{sentinel.master_name}/{sentinel.db}", url=url))
             continue
+        if parts.scheme in CLUSTER_SCHEMES:
+            parse_cluster_url(url)
+            shards.append(ShardSettings(name=name or "cluster", url=url))
+            continue
         if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
             raise SettingsError(f"SESSION_STORE_REDIS_URLS: {_redact(url)!r} is not a redis:// URL")
         try:
@@ -485,6 +571,9 @@ def parse_shards(text: str) -> tuple[ShardSettings, ...]:
     names = [s.name for s in shards]
     if len(set(names)) != len(names):
         raise SettingsError("SESSION_STORE_REDIS_URLS: shard names must be unique")
+    if any(is_cluster_url(s.url) for s in shards) and len(shards) > 1:
+        # The cluster places every partition itself; standalone shards beside it would own none.
+        raise SettingsError("SESSION_STORE_REDIS_URLS: a redis+cluster:// URL must be the only entry")
     return tuple(shards)
 
 
@@ -538,7 +627,11 @@ class RedisSettings:
             )
         if self.tls_ca_file or self.tls_cert_file:
             # TLS files with a plaintext shard would be silently unused: the operator meant TLS.
-            plain = [s.name for s in self.shards if urlsplit(s.url).scheme in ("redis", "redis+sentinel")]
+            plain = [
+                s.name
+                for s in self.shards
+                if urlsplit(s.url).scheme in ("redis", "redis+sentinel", "redis+cluster")
+            ]
             if plain or not self.shards:
                 raise SettingsError(
                     "SESSION_STORE_REDIS_TLS_* files need rediss:// URLs in SESSION_STORE_REDIS_URLS"
@@ -716,6 +809,11 @@ class Settings:
             raise SettingsError("SESSION_STORE_HEALTH_LISTEN must be empty or host:port")
         if self.metrics_listen and not _is_host_port(self.metrics_listen):
             raise SettingsError("SESSION_STORE_METRICS_LISTEN must be empty or host:port")
+        if self.events.notifications and any(is_cluster_url(s.url) for s in self.redis.shards):
+            # Notifications are per node and a node's slots change: the sweeper alone ends sessions.
+            raise SettingsError(
+                "SESSION_STORE_EVENTS_NOTIFICATIONS is not supported with a redis+cluster:// store"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from session_store.client import AsyncSessionStoreClient
 from session_store.config import Settings, ShardSettings
-from session_store.embedded import EmbeddedShards
+from session_store.embedded import EmbeddedCluster, EmbeddedShards, start_cluster
 from session_store.model.clock import TestClock
 from session_store.server import SessionStoreServer
+from tests.backends import BACKENDS, CLUSTER, STANDALONE, flush_all
 
 SHARD_COUNT = 3
 
@@ -31,13 +31,45 @@ def redis_shards() -> Iterator[tuple[ShardSettings, ...]]:
             shards.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[EmbeddedCluster]:
+    """A real 3-primary Redis Cluster for the whole run (the cluster backend), stopped by PID at the end."""
+    with tempfile.TemporaryDirectory(prefix="session-store-cluster-") as root:
+        cluster = start_cluster(Path(root), 3, appendonly=False)
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `both_backends` (tests/backends.py) that use a backend run on each."""
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_backends"):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def flushed_shards(redis_shards: tuple[ShardSettings, ...]) -> tuple[ShardSettings, ...]:
-    """The shared shards, emptied before the test."""
-    for shard in redis_shards:
-        with redis.Redis.from_url(shard.url) as conn:
-            conn.flushall()
-    return redis_shards
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which storage backend the test runs on: standalone unless marked `both_backends`."""
+    return str(getattr(request, "param", STANDALONE))
+
+
+@pytest.fixture
+def backend_shards(backend: str, request: pytest.FixtureRequest) -> tuple[ShardSettings, ...]:
+    """The shared shards of the test's backend (not emptied): the three standalone shards, or the
+    Redis Cluster as one `redis+cluster://` entry."""
+    if backend == CLUSTER:
+        cluster: EmbeddedCluster = request.getfixturevalue("redis_cluster")
+        return (ShardSettings(name="cluster", url=cluster.url),)
+    shards: tuple[ShardSettings, ...] = request.getfixturevalue("redis_shards")
+    return shards
+
+
+@pytest.fixture
+def flushed_shards(backend_shards: tuple[ShardSettings, ...]) -> tuple[ShardSettings, ...]:
+    """The shards of the test's backend, emptied before the test."""
+    flush_all(backend_shards)
+    return backend_shards
 
 
 @pytest.fixture

@@ -10,13 +10,13 @@ import threading
 from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
-import redis
 import structlog
 
 from session_store import AsyncSessionStoreClient, RealmPolicy, SessionStoreClient, SessionStoreError
 from session_store.config import Settings, ShardSettings
 from session_store.model.clock import TestClock
 from session_store.server import SessionStoreServer
+from tests.backends import flush_all
 
 T = TypeVar("T")
 CALL_TIMEOUT_SECONDS = 30.0
@@ -70,9 +70,7 @@ class BackgroundService:
 
     def reset(self) -> None:
         """Empty every shard and store the realm policies again."""
-        for shard in self.shards:
-            with redis.Redis.from_url(shard.url) as conn:
-                conn.flushall()
+        flush_all(self.shards)
         for policy in self.policies:
             self.run(self.client.set_realm_policy(policy))
 

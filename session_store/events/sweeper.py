@@ -76,13 +76,20 @@ class Sweeper:
         self.stats = SweeperStats()
 
     def start(self) -> None:
-        """Start the background tasks (a sweeper per shard; a listener per shard when enabled)."""
+        """Start the background tasks (a sweeper per shard; a listener per shard when enabled).
+
+        A Redis Cluster store gets no listener: notifications are per node while a group's slot moves
+        between nodes (settings refuse the combination; here it is only logged), so its sweeper alone
+        ends sessions.
+        """
+        if self._settings.notifications and self._router.fixed:
+            log.warning("keyspace_notifications_not_with_cluster", hint="the sweeper alone ends sessions")
         for shard in self._router.shards.values():
             if self._settings.sweeper:
                 self._tasks.append(
                     asyncio.create_task(self._sweep_forever(shard), name=f"sweep-{shard.name}")
                 )
-            if self._settings.notifications:
+            if self._settings.notifications and not self._router.fixed:
                 self._tasks.append(
                     asyncio.create_task(self._listen_forever(shard), name=f"listen-{shard.name}")
                 )

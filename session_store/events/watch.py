@@ -41,9 +41,8 @@ from session_store.events.stream import (
     validate_shard_identity,
 )
 from session_store.storage import keys
-from session_store.storage._resp import DedicatedConnection
 from session_store.storage.router import Router
-from session_store.storage.shard import Shard
+from session_store.storage.shard import DedicatedLink, Shard
 
 log = structlog.get_logger(__name__)
 
@@ -456,7 +455,7 @@ class StreamHub:
 
         Its connection is the shard's own kind (same TLS and credentials), opened for it alone.
         """
-        conn: DedicatedConnection | None = None
+        conn: DedicatedLink | None = None
         verify = True  # after (re)connecting: check that nothing after the head was trimmed unread
         backoff = 0.1
         failing = False

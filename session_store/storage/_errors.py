@@ -82,6 +82,13 @@ _REDIS_ERRORS: dict[str, tuple[type[SessionStoreError], str]] = {
     "NOAUTH": (ShardUnavailableError, "requires authentication"),
     "WRONGPASS": (ShardUnavailableError, "refused our credentials"),
     "NOPERM": (ShardUnavailableError, "refused a command to our ACL user"),
+    # Redis Cluster answers that prove the command did not run, left when storage/cluster.py's bounds
+    # ran out: a slot being migrated (keys split between two nodes), a slot that moved again meanwhile
+    # (both retried by the router like a frozen or moved partition), a cluster without quorum.
+    "TRYAGAIN": (PartitionFrozenError, "is in a slot being migrated; retry in a few milliseconds"),
+    "ASK": (PartitionFrozenError, "is in a slot being migrated; retry in a few milliseconds"),
+    "MOVED": (PartitionMovedError, "is in a slot that moved; retry"),
+    "CLUSTERDOWN": (ShardUnavailableError, "is in a Redis Cluster that is down"),
 }
 
 

@@ -8,11 +8,12 @@ all go through the shard's `PipelinedClient`, which takes the `RedisAccess` buil
 from __future__ import annotations
 
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from session_store.config import RedisSettings, SettingsError, ShardSettings
+from session_store.config import RedisSettings, SettingsError, ShardSettings, is_cluster_url
 from session_store.storage._resp import RedisAccess
+from session_store.storage.cluster import ClusterClient, GroupClient, group_names, group_partitions
 from session_store.storage.memory import MemoryGuard
 from session_store.storage.shard import CallObserver, Shard
 
@@ -86,7 +87,8 @@ def build_shards(
     observer: CallObserver | None = None,
     guard: bool = True,
 ) -> dict[str, Shard]:
-    """One `Shard` per configured shard, each with the node's access settings and its own memory guard.
+    """One `Shard` per configured shard, each with the node's access settings and its own memory guard;
+    a Redis Cluster (`redis+cluster://`) gives one `Shard` per group of partitions (storage/cluster.py).
 
     Args:
         redis: timeouts, connections, access and memory-guard settings.
@@ -100,8 +102,22 @@ def build_shards(
         SettingsError: the password file or a TLS file cannot be used.
     """
     access = access if access is not None else load_redis_access(redis)
-    return {
-        s.name: Shard(
+
+    def memory_guard() -> MemoryGuard | None:
+        if not guard:
+            return None
+        return MemoryGuard(
+            percent=redis.memory_guard_percent,
+            poll_seconds=redis.memory_poll_seconds,
+            allow_eviction=redis.allow_eviction,
+        )
+
+    built: dict[str, Shard] = {}
+    for s in shards:
+        if is_cluster_url(s.url):
+            built.update(_cluster_groups(redis, s, access, observer, memory_guard))
+            continue
+        built[s.name] = Shard(
             s.name,
             s.url,
             connections=redis.connections,
@@ -109,13 +125,35 @@ def build_shards(
             connect_timeout=redis.timeout_seconds,
             observer=observer,
             access=access,
-            guard=MemoryGuard(
-                percent=redis.memory_guard_percent,
-                poll_seconds=redis.memory_poll_seconds,
-                allow_eviction=redis.allow_eviction,
-            )
-            if guard
-            else None,
+            guard=memory_guard(),
         )
-        for s in shards
+    return built
+
+
+def _cluster_groups(
+    redis: RedisSettings,
+    cluster: ShardSettings,
+    access: RedisAccess,
+    observer: CallObserver | None,
+    memory_guard: Callable[[], MemoryGuard | None],
+) -> dict[str, Shard]:
+    """The groups of a Redis Cluster store, one `Shard` each over one shared `ClusterClient`
+    (storage/cluster.py): `<name>/0` .. `<name>/f`, each owning its partitions for good."""
+    client = ClusterClient(
+        cluster.url,
+        timeout=redis.timeout_seconds,
+        connect_timeout=redis.timeout_seconds,
+        connections=redis.connections,
+        access=access,
+    )
+    return {
+        name: Shard(
+            name,
+            cluster.url,
+            observer=observer,
+            guard=memory_guard(),
+            link=GroupClient(client, group),
+            partitions=group_partitions(group, client.groups),
+        )
+        for group, name in enumerate(group_names(cluster.name, client.groups))
     }

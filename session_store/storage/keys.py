@@ -46,9 +46,18 @@ key                                         holds
 ``ss:rebalance:lock``                       the mover's lease
 ==========================================  =====================================================
 
-The last four are per shard, not per partition: in standalone mode a script may touch any key of
-its shard, and one stream per shard is what lets a watcher follow a whole shard with one XREAD.
-A Redis Cluster backend would need them per hash tag instead (see docs/architecture.md).
+The per-shard keys (events, due, counts, policies, markers, own, topology ...) carry no partition:
+in standalone mode a script may touch any key of its shard, and one stream per shard is what lets a
+watcher follow a whole shard with one XREAD.
+
+**Grouped layout (the Redis Cluster backend).** In a Redis Cluster a script may only touch keys of
+one slot, so there the partitions are grouped into 16 (or 256) *groups* and the hash tag is the group:
+the first one (or two) hex digits of the partition. A partition key ``ss:{abc}:rest`` becomes
+``ss:{a}bc:rest`` (``ss:{ab}c:rest``), the same length with the braces moved, and a per-shard key
+``ss:events`` becomes ``ss:{a}:events``: each group is a *virtual shard* with its own per-shard keys,
+all in one slot. Code everywhere builds keys in the standalone form; the group's connection
+(`storage/cluster.py`) maps them with `in_group` on the way out, so this module stays the only code
+that formats a key.
 
 Event stream entries (fields; absent fields are empty): ``t`` type (created, refreshed,
 client_attached, client_detached, logged_out, revoked, expired), ``r`` realm, ``u`` user id, ``s``
@@ -64,7 +73,8 @@ import re
 from session_store.model.ids import PARTITION_COUNT
 
 PREFIX = "ss:"
-_TAG_DIGITS = re.compile(r"[0-9a-f]{3}")
+_PARTITIONED = re.compile(r"ss:\{([0-9a-f]{1,3})\}([0-9a-f]{0,2}):")
+"""A partitioned key in either layout: ``ss:{abc}:`` (standalone) or ``ss:{a}bc:`` / ``ss:{ab}c:``."""
 
 
 def tag(partition: int) -> str:
@@ -195,13 +205,86 @@ def event_keys(partition: int) -> list[str]:
 
 
 def partition_of(key: str) -> int:
-    """The partition of a partitioned key (the inverse of `tag`).
+    """The partition of a partitioned key, in either layout (the inverse of `tag` and `in_group`).
 
     Raises:
         ValueError: the key has no partition tag.
     """
-    digits = key[len(PREFIX) + 1 : len(PREFIX) + 4]
+    match = _PARTITIONED.match(key)
     # int(_, 16) alone would also take "-01", " 1f", "0_1" or "ABC": only the exact tag counts.
-    if not _TAG_DIGITS.fullmatch(digits) or not key.startswith(tag(int(digits, 16))):
+    if match is None or len(match.group(1)) + len(match.group(2)) != 3:
         raise ValueError(f"not a partitioned key: {key!r}")
-    return int(digits, 16)
+    return int(match.group(1) + match.group(2), 16)
+
+
+GROUP_COUNTS = (16, 256)
+"""How many groups (virtual shards) a Redis Cluster deployment may use: the hash tag is then the first
+one or two hex digits of the partition."""
+
+
+def group_width(groups: int) -> int:
+    """Hex digits of the group tag for a group count (16 -> 1, 256 -> 2).
+
+    Raises:
+        ValueError: not one of `GROUP_COUNTS`.
+    """
+    if groups not in GROUP_COUNTS:
+        raise ValueError(f"groups must be one of {GROUP_COUNTS}, not {groups}")
+    return 1 if groups == 16 else 2
+
+
+def group_of(partition: int, groups: int) -> int:
+    """The group (virtual shard) of a partition: its first hex digit(s)."""
+    if not 0 <= partition < PARTITION_COUNT:
+        raise ValueError(f"partition {partition} out of range")
+    return partition >> (4 * (3 - group_width(groups)))
+
+
+def group_tag(group: int, groups: int) -> str:
+    """The hash tag of a group, braces included: every key of the group hashes to its slot."""
+    width = group_width(groups)
+    if not 0 <= group < groups:
+        raise ValueError(f"group {group} out of range")
+    return f"{{{group:0{width}x}}}"
+
+
+def in_group(key: str, group: int, groups: int) -> str:
+    """A standalone-layout key in the grouped layout of `group` (see the module docstring).
+
+    A partition key keeps its partition (its own first digits must name `group`, else Redis answers
+    CROSSSLOT: a routing bug, never a silent write elsewhere); a key already grouped is returned as is,
+    so keys read back from the cluster (SCAN) can be passed again; a per-shard key gets the group's tag.
+
+    Raises:
+        ValueError: not one of our keys.
+    """
+    if key.startswith("ss:{"):
+        if key[7:8] == "}":  # ss:{abc}:rest
+            width = group_width(groups)
+            return f"ss:{{{key[4 : 4 + width]}}}{key[4 + width : 7]}{key[8:]}"
+        return key
+    if key.startswith(PREFIX):
+        return f"{PREFIX}{group_tag(group, groups)}:{key[len(PREFIX) :]}"
+    raise ValueError(f"not a session-store key: {key!r}")
+
+
+def standalone_form(key: str) -> str:
+    """A partition key in the standalone layout, whichever layout it is in (the inverse of `in_group`
+    for partition keys; others are returned as they are): lets tools and tests compare keys read
+    from either backend."""
+    if key.startswith("ss:{") and key[7:8] != "}":
+        match = _PARTITIONED.match(key)
+        if match is not None and len(match.group(1)) + len(match.group(2)) == 3:
+            return f"{tag(int(match.group(1) + match.group(2), 16))}{key[match.end() :]}"
+    return key
+
+
+def pattern_in_group(pattern: str, group: int, groups: int) -> str:
+    """A SCAN pattern over every partitioned key (``ss:{*``) limited to one group's keys.
+
+    Raises:
+        ValueError: any other pattern (the grouped layout supports no other SCAN).
+    """
+    if pattern != f"{PREFIX}{{*":
+        raise ValueError(f"no grouped form of the SCAN pattern {pattern!r}")
+    return f"{PREFIX}{group_tag(group, groups)}*"

@@ -219,6 +219,7 @@ class Rebalancer:
             PreconditionFailedError: the name is taken, or another mover holds the lease.
             SessionStoreError: a shard failed (the move stops where it is; `recover` finishes it).
         """
+        self._refuse_fixed()
         await self._router.refresh()
         if name in self._router.partition_map.shards:
             raise PreconditionFailedError(f"shard {name} is already in the partition map")
@@ -235,6 +236,7 @@ class Rebalancer:
             PreconditionFailedError: unknown shard, the last shard, or another mover holds the lease.
             SessionStoreError: a shard failed (the move stops where it is; `recover` finishes it).
         """
+        self._refuse_fixed()
         await self._router.refresh()
         if name not in self._router.partition_map.shards:
             raise PreconditionFailedError(f"shard {name} is not in the partition map")
@@ -310,6 +312,13 @@ class Rebalancer:
             plan_done=done,
             plan_id=plan.id if plan else "",
         )
+
+    def _refuse_fixed(self) -> None:
+        if self._router.fixed:
+            raise PreconditionFailedError(
+                "the store is a Redis Cluster: its slots are placed and moved by the cluster "
+                "(redis-cli --cluster reshard / add-node / del-node), not by session-store"
+            )
 
     # -- planning ----------------------------------------------------------------------------
 

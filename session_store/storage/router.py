@@ -22,9 +22,11 @@ import structlog
 from session_store.errors import (
     PartitionFrozenError,
     PartitionMovedError,
+    PreconditionFailedError,
     SessionStoreError,
     ShardUnavailableError,
 )
+from session_store.model.ids import PARTITION_COUNT
 from session_store.model.placement import PartitionMap, place_partitions
 from session_store.storage import keys
 from session_store.storage._errors import NoMapError
@@ -91,12 +93,20 @@ class Router:
         """Told of every shard connected while serving (the event hub follows its stream)."""
         # Epoch 0: only a candidate. Any stored map wins over it (`connect`); on a first start the
         # first configured shard decides which candidate becomes epoch 1.
-        self._use(dataclasses.replace(place_partitions({n: weights.get(n, 1) for n in shards}), epoch=0))
+        self._fixed = _fixed_placement(self.shards)
+        candidate = self._fixed or place_partitions({n: weights.get(n, 1) for n in shards})
+        self._use(dataclasses.replace(candidate, epoch=0))
 
     def _use(self, partition_map: PartitionMap) -> None:
         self.partition_map = partition_map
         self._by_partition = [self.shards[owner] for owner in partition_map.owners]
         self._partitions_by_shard = {name: partition_map.partitions_of(name) for name in self.shards}
+
+    @property
+    def fixed(self) -> bool:
+        """Whether the shards own their partitions by construction (the groups of a Redis Cluster,
+        storage/cluster.py): placement and moves are then the cluster's, never ours."""
+        return self._fixed is not None
 
     @property
     def epoch(self) -> int:
@@ -326,6 +336,13 @@ class Router:
                 raise ShardUnavailableError(f"shard {first.name} did not keep the partition map")
             async with self._refresh_lock:
                 await self._adopt(stored)
+        if self._fixed is not None and self.partition_map.owners != self._fixed.owners:
+            # Keys are laid out by group: data written with another group count is in other slots.
+            raise PreconditionFailedError(
+                "the Redis Cluster holds a partition map of other groups "
+                f"({len(self.partition_map.shards)}) than configured ({len(self._fixed.shards)}): "
+                "keep the URL's groups= as it was when the store was first used"
+            )
         # Seeding is idempotent: it writes the map only where it is newer and an ownership string only
         # where there is none (a new shard, or the first start), always from the stored map.
         await asyncio.gather(*(seed_topology(s, self.topology(), ownership=True) for s in configured))
@@ -356,3 +373,27 @@ class Router:
                 await self._task
             self._task = None
         await asyncio.gather(*(s.close() for s in self.shards.values()))
+
+
+def _fixed_placement(shards: Mapping[str, Shard]) -> PartitionMap | None:
+    """The map of shards that own their partitions by construction (a Redis Cluster's groups), or
+    None for shards placed by `place_partitions`.
+
+    Raises:
+        ValueError: such shards mixed with others, or not covering every partition exactly once.
+    """
+    fixed = {name: s.fixed_partitions for name, s in shards.items()}
+    if all(p is None for p in fixed.values()):
+        return None
+    owners: list[str | None] = [None] * PARTITION_COUNT
+    for name, partitions in fixed.items():
+        if partitions is None:
+            raise ValueError("a Redis Cluster's groups cannot be mixed with standalone shards")
+        for p in partitions:
+            if owners[p] is not None:
+                raise ValueError(f"partition {p} is owned by both {owners[p]} and {name}")
+            owners[p] = name
+    placed = [o for o in owners if o is not None]
+    if len(placed) != PARTITION_COUNT:
+        raise ValueError("the groups do not cover every partition")
+    return PartitionMap(tuple(placed), tuple(shards), tuple(1 for _ in shards), 0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import structlog
 from redis import exceptions as redis_errors
@@ -13,7 +13,7 @@ from redis import exceptions as redis_errors
 from session_store.errors import ShardUnavailableError
 from session_store.model.single_use import REVOKED_KEY_SUFFIX
 from session_store.storage._errors import translate
-from session_store.storage._resp import PipelinedClient, RedisAccess
+from session_store.storage._resp import Arg, PipelinedClient, RedisAccess
 from session_store.storage._scripts import load_scripts
 from session_store.storage.keys import GUARD_KEYS
 from session_store.storage.memory import MemoryGuard
@@ -63,9 +63,46 @@ def error_kind(exc: BaseException) -> str | None:
         code = str(exc).split(" ", 1)[0]
         if code.startswith("SS_"):
             return None
-        if code in ("OOM", "READONLY", "LOADING", "MASTERDOWN", "BUSY", "NOAUTH", "NOPERM"):
+        if code in (
+            "OOM", "READONLY", "LOADING", "MASTERDOWN", "BUSY", "NOAUTH", "NOPERM",
+            "TRYAGAIN", "MOVED", "ASK", "CLUSTERDOWN",
+        ):  # fmt: skip
             return code.lower()
     return "unexpected"
+
+
+class DedicatedLink(Protocol):
+    """A connection of one caller alone (blocking reads): `_resp.DedicatedConnection` or a group's."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether it was closed."""
+
+    async def execute(self, *args: Arg) -> Any:
+        """Send one command and await its reply."""
+
+    def close(self) -> None:
+        """Close it."""
+
+
+class ShardLink(Protocol):
+    """How a shard reaches its server: a `PipelinedClient`, or a Redis Cluster group's `GroupClient`."""
+
+    @property
+    def db(self) -> int:
+        """The database number."""
+
+    async def execute(self, *args: Arg) -> Any:
+        """Send one command (auto-pipelined) and await its reply."""
+
+    async def dedicated(self, *, reply_timeout: float, raw: bool = False) -> DedicatedLink:
+        """A connection of its own."""
+
+    def subscribe(self, channel: str) -> AsyncGenerator[str, None]:
+        """Messages of a channel, on a connection of its own."""
+
+    async def close(self) -> None:
+        """Close every connection."""
 
 
 class Shard:
@@ -86,6 +123,8 @@ class Shard:
         observer: CallObserver | None = None,
         access: RedisAccess | None = None,
         guard: MemoryGuard | None = None,
+        link: ShardLink | None = None,
+        partitions: Sequence[int] | None = None,
     ) -> None:
         """Prepare the connections (none is opened until `connect` or the first call).
 
@@ -94,18 +133,23 @@ class Shard:
             access: TLS and credentials of every connection to the shard.
             guard: checks the eviction policy at `connect` and refuses creates near `maxmemory`;
                 None checks neither.
+            link: how to reach the server, instead of auto-pipelined connections to `url` (a
+                Redis Cluster group: storage/cluster.py).
+            partitions: the partitions this shard owns by construction, never moved by us (a Redis
+                Cluster group); None for a shard placed by the stored partition map.
         """
         self.name = name
         self.url = url
         self.observer = observer
         self.guard = guard
-        self.client = PipelinedClient(
+        self.client: ShardLink = link or PipelinedClient(
             url,
             timeout=socket_timeout,
             connect_timeout=connect_timeout,
             connections=connections,
             access=access,
         )
+        self.fixed_partitions = tuple(partitions) if partitions is not None else None
         self._scripts = load_scripts()
 
     async def connect(self, *, attempts: int = 10, delay: float = 0.5) -> None:

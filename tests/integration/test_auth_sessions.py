@@ -35,6 +35,9 @@ from session_store.model.limits import (
 )
 from session_store.server import SessionStoreServer
 from session_store.storage import keys
+from tests.backends import BOTH_BACKENDS, partitioned_keys
+
+pytestmark = BOTH_BACKENDS
 
 REALM = "realm-a"
 DEFAULT_LIFESPAN = 1800
@@ -51,10 +54,7 @@ VALID_CHANGE: dict[str, Any] = {
 
 async def _root_keys(server: SessionStoreServer) -> list[str]:
     """Every root authentication session key on every shard."""
-    found: list[str] = []
-    for shard in server.router.shards.values():
-        found += await shard.command("KEYS", "ss:{*}:a:*")
-    return sorted(found)
+    return await partitioned_keys(server.router, "ss:{*}:a:*")
 
 
 async def _pttl(server: SessionStoreServer, realm: str, root_id: str) -> int:

@@ -20,6 +20,9 @@ from session_store.model.limits import MAX_ID_LENGTH, MAX_NOTE_VALUE_LENGTH, MAX
 from session_store.server import SessionStoreServer
 from session_store.v1 import session_store_pb2 as pb
 from session_store.v1 import session_store_pb2_grpc as pb_grpc
+from tests.backends import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 
 class TestInvalidIds:

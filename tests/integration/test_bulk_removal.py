@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import redis
 
 from session_store import AsyncSessionStoreClient, InvalidArgumentError, SessionNotFoundError
 from session_store.model.clock import TestClock
@@ -13,6 +12,9 @@ from session_store.model.ids import PARTITION_COUNT, user_partition
 from session_store.model.session import RemovalProgress
 from session_store.server import SessionStoreServer
 from session_store.storage import keys
+from tests.backends import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 
 async def _populate(client: AsyncSessionStoreClient, realm: str, users: int) -> list[str]:
@@ -26,11 +28,12 @@ async def _populate(client: AsyncSessionStoreClient, realm: str, users: int) -> 
     return ids
 
 
-def _raw_exists(server: SessionStoreServer, realm: str, user: str, session_id: str, *, offline: bool) -> bool:
+async def _raw_exists(
+    server: SessionStoreServer, realm: str, user: str, session_id: str, *, offline: bool
+) -> bool:
     partition = user_partition(realm, user)
     shard = server.router.shard_for(partition)
-    with redis.Redis.from_url(shard.url) as conn:
-        return bool(conn.exists(keys.session(partition, session_id, offline=offline)))
+    return bool(await shard.command("EXISTS", keys.session(partition, session_id, offline=offline)))
 
 
 class TestRemoveRealmSessions:
@@ -67,7 +70,7 @@ class TestRemoveRealmSessions:
         session = await client.create_user_session("doomed", "user-1")
         await client.attach_client_session("doomed", session.id, "app")
         await server.policies.mark_removed("doomed", "", clock.now_ms // 1000 + 1)
-        assert _raw_exists(server, "doomed", "user-1", session.id, offline=False)
+        assert await _raw_exists(server, "doomed", "user-1", session.id, offline=False)
         with pytest.raises(SessionNotFoundError):
             await client.get_user_session("doomed", session.id)
         with pytest.raises(SessionNotFoundError):
@@ -112,10 +115,10 @@ class TestRemoveExpired:
         old = await client.create_user_session("r", "old-user")
         clock.advance(1800)
         fresh = await client.create_user_session("r", "new-user")
-        assert _raw_exists(server, "r", "old-user", old.id, offline=False)
+        assert await _raw_exists(server, "r", "old-user", old.id, offline=False)
         final = await client.remove_sessions("r", expired=True)
         assert 1 == final.removed
-        assert not _raw_exists(server, "r", "old-user", old.id, offline=False)
+        assert not await _raw_exists(server, "r", "old-user", old.id, offline=False)
         assert fresh.id == (await client.get_user_session("r", fresh.id)).id
 
 

@@ -12,6 +12,9 @@ from session_store import (
 )
 from session_store.model.clock import TestClock
 from session_store.model.limits import MAX_CLIENT_SESSIONS
+from tests.backends import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 
 class TestAttachClientSession:

@@ -25,6 +25,9 @@ from session_store import (
 )
 from session_store.model.ids import home_partition, user_partition
 from session_store.server import SessionStoreServer
+from tests.backends import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 CLIENTS = ("app", "admin", "api", "cli")
 CHANNELS = 8

@@ -19,6 +19,9 @@ from session_store import (
 from session_store.config import Settings, ShardSettings
 from session_store.model.clock import TestClock
 from session_store.server import SessionStoreServer
+from tests.backends import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 REALM = "acme"
 CLIENT = "web-app"

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import redis
 
 from session_store import AsyncSessionStoreClient, InvalidArgumentError, RealmPolicy, SessionNotFoundError
 from session_store.model.brute_force import FailureCounters, effective_brute_force, record_failure
@@ -24,6 +23,9 @@ from session_store.model.login_failure import LoginFailure
 from session_store.model.policy import BruteForcePolicy, BruteForceStrategy
 from session_store.server import SessionStoreServer
 from session_store.storage import keys, login_failures
+from tests.backends import BOTH_BACKENDS, partitioned_keys
+
+pytestmark = BOTH_BACKENDS
 
 REALM = "realm-a"
 OTHER = "realm-b"
@@ -168,10 +170,10 @@ class TestRecordLoginFailure:
         """The record is a hash in the user's partition, without a TTL."""
         await client.record_login_failure(REALM, USER, ip_address=IP)
         partition = user_partition(REALM, USER)
-        with redis.Redis.from_url(server.router.shard_for(partition).url, decode_responses=True) as conn:
-            key = keys.login_failure(partition, REALM, USER)
-            assert -1 == conn.pttl(key)
-            assert {USER} == conn.smembers(keys.login_failure_index(partition, REALM))
+        shard = server.router.shard_for(partition)
+        key = keys.login_failure(partition, REALM, USER)
+        assert -1 == await shard.command("PTTL", key)
+        assert [USER] == await shard.command("SMEMBERS", keys.login_failure_index(partition, REALM))
 
     @pytest.mark.parametrize(
         "policy",
@@ -311,9 +313,7 @@ class TestRemoveRealmLoginFailures:
                 await client.get_login_failure(REALM, user)
         assert [1] * 5 == [(await client.get_login_failure(OTHER, u)).num_failures for u in users[:5]]
         assert 0 == await client.remove_realm_login_failures(REALM)
-        for shard in server.router.shards.values():
-            with redis.Redis.from_url(shard.url) as conn:
-                assert [] == list(conn.scan_iter(match="ss:{*}:lf*:realm-a*"))
+        assert [] == await partitioned_keys(server.router, "ss:{*}:lf*:realm-a*")
 
     async def test_more_users_in_a_partition_than_one_batch(
         self, client: AsyncSessionStoreClient, monkeypatch: pytest.MonkeyPatch

@@ -12,6 +12,9 @@ from session_store import (
     SessionNotFoundError,
 )
 from session_store.model.clock import TestClock
+from tests.backends import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 
 class TestOfflineSessions:

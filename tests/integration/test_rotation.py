@@ -19,6 +19,9 @@ from session_store import (
 )
 from session_store.model.clock import TestClock
 from session_store.model.limits import MAX_REFRESH_TOKEN_CHAINS
+from tests.backends import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 REALM = "rotating"
 """A realm with revoke_refresh_token on (max reuse set per test)."""

@@ -28,6 +28,9 @@ from session_store.model.ids import home_partition, lookup_partition
 from session_store.server import SessionStoreServer
 from session_store.storage import keys
 from session_store.storage.sessions import MAX_LIMIT_ATTEMPTS
+from tests.backends import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 REALM = "limited"
 DENY = LimitBehavior.DENY_NEW_SESSION

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 import pytest
-import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from session_store import AsyncSessionStoreClient, InvalidArgumentError, SessionNotFoundError
@@ -18,6 +17,9 @@ from session_store.model.limits import MAX_NOTES, MAX_SINGLE_USE_KEY_LENGTH, MAX
 from session_store.model.single_use import SingleUseObject
 from session_store.server import LOGIN_FAILURES_SERVICE_NAME, SINGLE_USE_SERVICE_NAME, SessionStoreServer
 from session_store.storage import keys
+from tests.backends import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 REALM = "realm-a"
 CODE = "c0de-uuid.session-id.client-uuid"
@@ -46,12 +48,11 @@ async def _or_none(client: AsyncSessionStoreClient, key: str) -> SingleUseObject
         return None
 
 
-def _real_ttl_ms(server: SessionStoreServer, realm: str, key: str) -> int:
+async def _real_ttl_ms(server: SessionStoreServer, realm: str, key: str) -> int:
     """The Redis TTL of an object's key, read straight from its shard."""
     partition = lookup_partition(realm, "su", key)
     shard = server.router.shard_for(partition)
-    with redis.Redis.from_url(shard.url) as conn:
-        return int(conn.pttl(keys.single_use_object(partition, realm, key)))
+    return int(await shard.command("PTTL", keys.single_use_object(partition, realm, key)))
 
 
 class TestPutSingleUseObject:
@@ -90,7 +91,7 @@ class TestPutSingleUseObject:
         """Redis drops the key after the lifespan (in real time), not before."""
         await client.put_single_use_object(REALM, CODE, 120)
 
-        assert 110_000 < _real_ttl_ms(server, REALM, CODE) <= 120_000
+        assert 110_000 < await _real_ttl_ms(server, REALM, CODE) <= 120_000
 
     async def test_keys_are_namespaced_by_realm(self, client: AsyncSessionStoreClient) -> None:
         """The same key in another realm is another object."""
@@ -298,7 +299,7 @@ class TestReplaceSingleUseObject:
         assert SingleUseObject(key=CODE, notes={"c": "3"}, expires_at_ms=deadline) == (
             await client.get_single_use_object(REALM, CODE)
         )
-        assert 50_000 < _real_ttl_ms(server, REALM, CODE) <= 60_000
+        assert 50_000 < await _real_ttl_ms(server, REALM, CODE) <= 60_000
 
     async def test_replace_with_empty_notes_keeps_the_object(self, client: AsyncSessionStoreClient) -> None:
         """Replacing with no notes leaves a present object with empty notes."""

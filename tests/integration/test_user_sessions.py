@@ -10,6 +10,9 @@ from session_store import (
     UserSessionState,
 )
 from session_store.model.clock import TestClock
+from tests.backends import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 
 class TestCreateUserSession:

@@ -171,12 +171,16 @@ class TestPartitionOf:
 
     @given(key=st.text(max_size=20))
     def test_any_text_is_a_partitioned_key_or_rejected(self, key: str) -> None:
-        """For any text, partition_of answers a partition whose tag starts the key, or raises ValueError."""
+        """For any text, partition_of answers a partition whose tag (in one of the layouts) starts the
+        key, or raises ValueError."""
         try:
             partition = keys.partition_of(key)
         except ValueError:
             return
-        assert key.startswith(keys.tag(partition))
+        tags = {keys.tag(partition)} | {
+            keys.in_group(keys.tag(partition), keys.group_of(partition, g), g) for g in keys.GROUP_COUNTS
+        }
+        assert any(key.startswith(t) for t in tags)
 
     def test_policy_key_is_not_partitioned(self) -> None:
         """The realm policy key lives on every shard and carries no partition tag."""
@@ -248,6 +252,12 @@ def assert_one_slot_per_call(calls: Sequence[Call]) -> None:
         assert partitioned, call
         assert [call.partition] * len(partitioned) == [keys.partition_of(k) for k in partitioned], call
         assert {slot(keys.tag(call.partition))} == {slot(k) for k in partitioned}, call
+        # The Redis Cluster backend: every key of the call, the guard's and the shard's included, in
+        # the grouped layout of the call's group shares that group's one slot.
+        for groups in keys.GROUP_COUNTS:
+            group = keys.group_of(call.partition, groups)
+            grouped = [keys.in_group(k, group, groups) for k in (*call.keys, *keys.GUARD_KEYS)]
+            assert {slot(keys.group_tag(group, groups))} == {slot(k) for k in grouped}, call
 
 
 def redirect_target(session_id: str) -> int:

@@ -388,10 +388,21 @@ end
 -- the member appends the ending event, so every session ends exactly once. Scripts that take part
 -- get the event keys block (storage/keys.event_keys): x, xm, due, the shard's stream, its counters.
 
+-- The partition (three hex digits) of a partitioned key in either layout (storage/keys.py):
+-- standalone `ss:{abc}:...`, or grouped for a Redis Cluster, `ss:{a}bc:...` / `ss:{ab}c:...`; nil for
+-- any other key (the per-shard ones, `ss:events` or grouped `ss:{a}:events`).
+local function key_partition(k)
+  if string.sub(k, 1, 4) ~= 'ss:{' then return nil end
+  if string.sub(k, 8, 9) == '}:' then return string.sub(k, 5, 7) end
+  local tag, rest = string.match(k, '^ss:{(%x%x?)}(%x%x?):')
+  if tag and #tag + #rest == 3 then return tag .. rest end
+  return nil
+end
+
 local function event_keys(first)
   local x = KEYS[first]
   return {x = x, xm = KEYS[first + 1], due = KEYS[first + 2], ev = KEYS[first + 3], n = KEYS[first + 4],
-    part = string.match(x, '{(%x+)}')}
+    part = key_partition(x)}
 end
 
 local function x_member(offline, sid)
@@ -510,8 +521,8 @@ do
   local state = {}
   for i = 1, #KEYS do
     local k = KEYS[i]
-    if string.sub(k, 1, 4) == 'ss:{' and string.sub(k, 8, 8) == '}' then
-      local hex = string.sub(k, 5, 7)
+    local hex = key_partition(k)
+    if hex then
       local b = state[hex]
       if b == nil then
         local p = tonumber(hex, 16)
