@@ -20,10 +20,19 @@ With `replicas` and `sentinels`, every shard is a Sentinel group (``session_stor
 nodes get ``redis+sentinel://`` URLs; `failover_shard` runs ``SENTINEL FAILOVER``. `add_shard` and
 `remove_shard` run ``session-store cluster add-shard/remove-shard`` (online resharding) under load.
 
+With `cluster_mode`, the shards are the primaries of one Redis Cluster (`session_store.embedded`'s
+`start_cluster`, named c0, c1...; with `replicas`, each primary has that many replicas, named after
+the primaries) and the nodes get one ``redis+cluster://`` URL. The cluster runs with
+``cluster-require-full-coverage no``, so a primary that is down stops only its own slots, as a
+standalone shard that is down stops only its own partitions. `kill_shard`/`restart_shard` work on
+any of its servers (a restarted server keeps its node id and slots), `migrate_groups` moves the
+slots of some partition groups to other primaries (what a cluster operator's resharding does) and
+`failover_primary` runs a coordinated ``CLUSTER FAILOVER``.
+
 Every process is identified by its PID *and* its kernel start time (``/proc/<pid>/stat``), so a
-stop never signals a recycled PID. What the service or the installed helpers cannot do (Redis
-Cluster mode; Sentinel groups or resharding where they are missing) raises `NotAvailableError`
-saying exactly what is missing.
+stop never signals a recycled PID. What the service or the installed helpers cannot do (Sentinel
+groups or resharding where they are missing; Sentinels in front of a Redis Cluster) raises
+`NotAvailableError` saying exactly what is missing.
 """
 
 from __future__ import annotations
@@ -44,13 +53,17 @@ import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from session_store.config import DEFAULT_CLUSTER_GROUPS
 from session_store.embedded import (
+    EmbeddedCluster,
     EmbeddedRedisError,
     RedisProcess,
     find_server_binary,
     free_port,
+    start_cluster,
     start_redis,
 )
+from session_store.storage import keys
 from session_store.v1 import test_clock_pb2, test_clock_pb2_grpc
 
 APPENDFSYNC_CHOICES = ("always", "everysec", "no")
@@ -204,11 +217,18 @@ class ClusterState:
     """Replicas of Sentinel groups, named <shard>r<i> (the shard record is the group's first master)."""
     sentinels: list[ShardRecord] = field(default_factory=list)
     """Sentinels; each watches every group, under the group's shard name."""
+    cluster_mode: bool = False
+    """The shards are the primaries of one Redis Cluster (as started), `replicas` their replicas."""
 
     @property
     def redis_urls(self) -> str:
         """SESSION_STORE_REDIS_URLS for these shards (names and order fixed: they place partitions);
-        a Sentinel group's URL names its sentinels and its master name."""
+        a Sentinel group's URL names its sentinels and its master name; a Redis Cluster is one URL
+        listing its servers as seeds (whichever are primaries now: the client asks them)."""
+        if self.cluster_mode:
+            return "redis+cluster://" + ",".join(
+                f"127.0.0.1:{s.port}" for s in [*self.shards, *self.replicas]
+            )
         if self.sentinels:
             hosts = ",".join(f"127.0.0.1:{x.port}" for x in self.sentinels)
             return ",".join(f"{s.name}=redis+sentinel://{hosts}/{s.name}/0" for s in self.shards)
@@ -241,6 +261,7 @@ class ClusterState:
                 nodes=[NodeRecord(**n) for n in raw["nodes"]],
                 replicas=[ShardRecord(**s) for s in raw.get("replicas", [])],
                 sentinels=[ShardRecord(**s) for s in raw.get("sentinels", [])],
+                cluster_mode=bool(raw.get("cluster_mode", False)),
             )
         except (KeyError, TypeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not a cluster state file: {exc}") from exc
@@ -333,6 +354,8 @@ class Cluster:
         """Every process this object launched, restarts included, for the leftover check."""
         self.node_env: dict[str, str] = {}
         """Extra SESSION_STORE_* variables of every node this object launches."""
+        self._backend: EmbeddedCluster | None = None
+        """The Redis Cluster this object started (cluster mode only)."""
 
     # -- start / stop --
 
@@ -361,14 +384,14 @@ class Cluster:
             test_clock: start nodes with ``--test-clock`` (frozen clocks, synchronised here).
             appendfsync: the shards' AOF fsync policy.
             binary: redis-server to use (empty: `find_server_binary`'s choice).
-            replicas: replicas per shard (needs Sentinel support: not available yet).
-            sentinels: Sentinels watching the shards (not available yet).
-            cluster_mode: one Redis Cluster instead of shards (not supported by the service yet).
+            replicas: replicas per shard (a Sentinel group with `sentinels`, else cluster mode's).
+            sentinels: Sentinels watching every shard's group.
+            cluster_mode: one Redis Cluster of `shards` primaries instead of standalone shards.
             state_path: where `save` writes the state (saved after every change).
             node_env: extra SESSION_STORE_* variables for every node.
 
         Raises:
-            NotAvailableError: replicas, sentinels or cluster mode were asked for.
+            NotAvailableError: a topology the rig cannot run (see `check_capabilities`).
             ClusterError: a process did not start (everything started is stopped again).
         """
         check_capabilities(replicas=replicas, sentinels=sentinels, cluster_mode=cluster_mode)
@@ -382,15 +405,22 @@ class Cluster:
             raise ClusterError(str(exc)) from exc
         root.mkdir(parents=True, exist_ok=True)
         state = ClusterState(
-            root=str(root.resolve()), binary=server, appendfsync=appendfsync, test_clock=test_clock
+            root=str(root.resolve()),
+            binary=server,
+            appendfsync=appendfsync,
+            test_clock=test_clock,
+            cluster_mode=cluster_mode,
         )
         cluster = cls(state, state_path=state_path)
         cluster.node_env = dict(node_env or {})
         try:
-            replicated = ("--repl-diskless-sync-delay", "0") if replicas else ()
-            for i in range(shards):
-                cluster._launch_shard(f"s{i}", root / f"shard-{i}", port=0, extra=replicated)
-            if replicas:
+            if cluster_mode:
+                cluster._launch_redis_cluster(root / "redis-cluster", primaries=shards, replicas=replicas)
+            else:
+                replicated = ("--repl-diskless-sync-delay", "0") if replicas else ()
+                for i in range(shards):
+                    cluster._launch_shard(f"s{i}", root / f"shard-{i}", port=0, extra=replicated)
+            if replicas and not cluster_mode:
                 cluster._launch_sentinel_groups(replicas=replicas, sentinels=sentinels)
             for i in range(nodes):
                 cluster._launch_node(f"n{i}", port=0)
@@ -451,12 +481,12 @@ class Cluster:
     # -- shards --
 
     def shard(self, name: str) -> ShardRecord:
-        """The shard record named `name` (s0, s1...).
+        """The shard record named `name` (s0, s1...; in cluster mode any server, c0, c1...).
 
         Raises:
             ClusterError: no such shard.
         """
-        for s in self.state.shards:
+        for s in [*self.state.shards, *(self.state.replicas if self.state.cluster_mode else [])]:
             if s.name == name:
                 return s
         raise ClusterError(f"no shard {name}")
@@ -524,6 +554,8 @@ class Cluster:
         s = self.shard(name)
         if is_running(s.pid, s.start_ticks):
             raise ClusterError(f"shard {name} (pid {s.pid}) is still running")
+        if self.state.cluster_mode:
+            return self._restart_cluster_server(s)
         return self._launch_shard(name, Path(s.data_dir), port=s.port).pid
 
     def wipe_shard(self, name: str) -> list[str]:
@@ -572,6 +604,7 @@ class Cluster:
             info = client.info("memory")
             persistence = client.info("persistence")
             return {
+                "role": str(client.info("replication").get("role", "?")),
                 "keys": str(client.dbsize()),
                 "used_memory": str(info.get("used_memory_human", "?")),
                 "aof": "on" if persistence.get("aof_enabled") else "off",
@@ -728,6 +761,112 @@ class Cluster:
     advance_clocks = sync_clocks
 
     # -- extension points: faults and topologies that need capabilities not built yet --
+
+    # -- Redis Cluster mode --
+
+    def _launch_redis_cluster(self, root: Path, *, primaries: int, replicas: int) -> None:
+        """Start and form a Redis Cluster of `primaries` primaries with `replicas` replicas each."""
+        # A primary that is down stops its own slots only, as a standalone shard stops its partitions.
+        extra = self._shard_args(("--cluster-require-full-coverage", "no"))
+        try:
+            backend = start_cluster(
+                root,
+                primaries,
+                replicas=replicas,
+                binary=self.state.binary,
+                extra_args=extra,
+                wait_seconds=60,
+            )
+        except EmbeddedRedisError as exc:
+            raise ClusterError(f"the Redis Cluster did not start: {exc}") from exc
+        self._backend = backend
+        self.state.shards.extend(self._record_redis(proc) for proc in backend.masters)
+        self.state.replicas.extend(self._record_redis(proc) for proc in backend.replicas)
+        self.save()
+
+    def _require_backend(self) -> EmbeddedCluster:
+        if self._backend is None:
+            raise ClusterError("not a Redis Cluster started by this process (cluster mode, same runner)")
+        return self._backend
+
+    def _server(self, name: str) -> RedisProcess:
+        for node in self._require_backend().nodes:
+            if node.name == name:
+                return node
+        raise ClusterError(f"no cluster server {name}")
+
+    def _restart_cluster_server(self, record: ShardRecord) -> int:
+        """Start a stopped cluster server again (same ports, data and node id); returns the new PID."""
+        try:
+            proc = self._require_backend().restart(self._server(record.name), wait_seconds=30.0)
+        except EmbeddedRedisError as exc:
+            raise ClusterError(f"cluster server {record.name} did not come back: {exc}") from exc
+        new = self._record_redis(proc)
+        new.restarts = record.restarts + 1
+        for records in (self.state.shards, self.state.replicas):
+            if record in records:
+                records[records.index(record)] = new
+        self.save()
+        return new.pid
+
+    def settle(self, seconds: float = 30.0) -> None:
+        """In cluster mode, wait until every server of the Redis Cluster agrees again (after a restart,
+        a migration or a failover); otherwise nothing to wait for.
+
+        Raises:
+            ClusterError: it did not within `seconds`.
+        """
+        if not self.state.cluster_mode:
+            return
+        try:
+            self._require_backend().wait_stable(seconds)
+        except EmbeddedRedisError as exc:
+            raise ClusterError(str(exc)) from exc
+
+    def migrate_groups(self, groups: Iterable[int], *, batch: int = 20) -> list[str]:
+        """Move the hash slot of each partition group to the next primary (what a cluster operator's
+        resharding does: ``CLUSTER SETSLOT``, ``MIGRATE`` in batches) while the service runs; the
+        group's scripts answer TRYAGAIN until its slot is moved, which the service retries.
+
+        Returns:
+            One line per group: slot, from, to, keys moved.
+
+        Raises:
+            ClusterError: not cluster mode, the cluster is unsettled, or a migration failed.
+        """
+        backend = self._require_backend()
+        self.settle()
+        done: list[str] = []
+        try:
+            for group in groups:
+                slot = EmbeddedCluster.slot_of(keys.group_tag(group, DEFAULT_CLUSTER_GROUPS))
+                source = backend.node_for_slot(slot)
+                ring = backend.masters
+                target = ring[(next(i for i, m in enumerate(ring) if m.port == source.port) + 1) % len(ring)]
+                moved = backend.migrate_slot(slot, target, batch=batch)
+                done.append(f"group {group:x} slot {slot}: {source.name} -> {target.name}, {moved} keys")
+        except (EmbeddedRedisError, redis.RedisError, ValueError) as exc:
+            raise ClusterError(f"slot migration failed: {exc}") from exc
+        return done
+
+    def failover_primary(self, name: str, seconds: float = 30.0) -> str:
+        """Promote a replica of the primary `name` (a coordinated ``CLUSTER FAILOVER``: no write is
+        lost); returns what happened.
+
+        Raises:
+            ClusterError: not cluster mode, `name` is no primary with a replica, or it timed out.
+        """
+        backend = self._require_backend()
+        self.settle(seconds)
+        primary = self._server(name)
+        try:
+            replica = next(r for r in backend.replicas if backend.master_of(r).port == primary.port)
+            backend.failover(replica, timeout=seconds)
+        except StopIteration:
+            raise ClusterError(f"{name} is not a primary with a replica") from None
+        except (EmbeddedRedisError, redis.RedisError, ValueError) as exc:
+            raise ClusterError(f"failover of {name} failed: {exc}") from exc
+        return f"{replica.name} (port {replica.port}) promoted over {name} (port {primary.port})"
 
     def _record_redis(self, proc: RedisProcess) -> ShardRecord:
         ticks = process_start_ticks(proc.pid) or 0
@@ -894,8 +1033,9 @@ class Cluster:
 
         Raises:
             NotAvailableError: the service has no online resharding.
-            ClusterError: the shard did not start or the move failed.
+            ClusterError: the shard did not start or the move failed (or cluster mode).
         """
+        self._refuse_in_cluster_mode("add-shard")
         name = f"s{len(self.state.shards)}"
         record = self._launch_shard(name, Path(self.state.root) / f"shard-{len(self.state.shards)}", port=0)
         try:
@@ -916,10 +1056,15 @@ class Cluster:
 
         Raises:
             NotAvailableError: the service has no online resharding.
-            ClusterError: the move failed.
+            ClusterError: the move failed (or cluster mode).
         """
+        self._refuse_in_cluster_mode("remove-shard")
         self.shard(name)
         return self._cluster_command("remove-shard", name, "--rate", str(RESHARD_RATE))
+
+    def _refuse_in_cluster_mode(self, what: str) -> None:
+        if self.state.cluster_mode:
+            raise ClusterError(f"{what}: a Redis Cluster places partitions itself (use migrate_groups)")
 
 
 def sentinel_missing() -> str:
@@ -939,13 +1084,15 @@ def check_capabilities(*, replicas: int, sentinels: int, cluster_mode: bool) -> 
     """Refuse topologies the service or the rig cannot run yet, saying what is missing.
 
     Raises:
-        NotAvailableError: replicas/sentinels or cluster mode were asked for.
+        NotAvailableError: Sentinels with cluster mode, or replicas/sentinels without the other.
     """
     if cluster_mode:
-        raise NotAvailableError(
-            "--cluster-mode: the service has no Redis Cluster backend yet (issue 5): it places users "
-            "on named shards itself and takes plain redis:// URLs, not a cluster's seed nodes"
-        )
+        if sentinels:
+            raise NotAvailableError(
+                "--cluster-mode with --sentinels: a Redis Cluster fails over by itself, Sentinel does "
+                "not watch it (use --replicas alone)"
+            )
+        return
     if replicas or sentinels:
         from session_store import embedded  # noqa: PLC0415 - probed: Sentinel support may be absent
 
@@ -966,17 +1113,20 @@ def _tail(path: Path, lines: int = 8) -> str:
 
 def status_table(cluster: Cluster) -> str:
     """A one-screen view: shards (pid, port, alive, keys, memory) and nodes (pid, port, health, clock)."""
-    out = [f"cluster {cluster.state.root}  (appendfsync {cluster.state.appendfsync})", ""]
+    mode = ", Redis Cluster" if cluster.state.cluster_mode else ""
+    out = [f"cluster {cluster.state.root}  (appendfsync {cluster.state.appendfsync}{mode})", ""]
     out.append(f"{'shard':<7} {'pid':>8} {'port':>6} {'alive':<6} {'keys':>8} {'memory':>9} restarts")
-    for s in cluster.state.shards:
+    servers = [*cluster.state.shards, *(cluster.state.replicas if cluster.state.cluster_mode else [])]
+    for s in servers:
         alive = is_running(s.pid, s.start_ticks)
         info = cluster.shard_info(s.name, timeout=0.5) if alive else {}
         keys = info.get("keys", info.get("error", "-"))
         out.append(
             f"{s.name:<7} {s.pid:>8} {s.port:>6} {('yes' if alive else 'NO'):<6} {keys:>8} "
             f"{info.get('used_memory', '-'):>9} {s.restarts}"
+            + (f"  {info.get('role', '?')}" if cluster.state.cluster_mode else "")
         )
-    for s in [*cluster.state.replicas, *cluster.state.sentinels]:
+    for s in [*([] if cluster.state.cluster_mode else cluster.state.replicas), *cluster.state.sentinels]:
         alive = is_running(s.pid, s.start_ticks)
         out.append(f"{s.name:<7} {s.pid:>8} {s.port:>6} {('yes' if alive else 'NO'):<6} {'-':>8} {'-':>9} -")
     if cluster.state.sentinels:

@@ -19,6 +19,8 @@ FAULT_KINDS = (
     "add-shard",  # start a new shard, `session-store cluster add-shard` moves its share to it
     "remove-shard",  # `session-store cluster remove-shard` moves every partition off a shard
     "sentinel-failover",  # SENTINEL FAILOVER of a shard's group (needs replicas and sentinels)
+    "slot-migrate",  # cluster mode: move the slots of the partition groups `target` ("3,c": hex) on
+    "cluster-failover",  # cluster mode: CLUSTER FAILOVER of the primary `target` (needs replicas)
 )
 
 
@@ -45,6 +47,8 @@ class Scenario:
     replicas: int = 0
     """Replicas per shard (with `sentinels`: every shard a Sentinel group)."""
     sentinels: int = 0
+    cluster_mode: bool = False
+    """One Redis Cluster of `shards` primaries (with `replicas` each) instead of standalone shards."""
     rate: float = 90.0
     """Actions per second over every identity node (a login is six calls)."""
     pending: str = ""
@@ -121,9 +125,29 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "cluster-mode",
-            "the same storm against a Redis Cluster backend",
+            "the storm against a Redis Cluster of 3 primaries: slots of five partition groups migrated "
+            "mid-storm (two rounds), a primary SIGKILLed and restarted from its AOF, a node killed",
             45,
-            pending="a Redis Cluster backend in the service (issue 5)",
+            (
+                Step(8, "slot-migrate", "3,c"),
+                Step(16, "shard-kill", "c1", 2),
+                Step(26, "node-kill", "n1", 2),
+                Step(34, "slot-migrate", "5,a,e"),
+            ),
+            cluster_mode=True,
+        ),
+        Scenario(
+            "cluster-failover",
+            "the storm against a Redis Cluster of 3 primaries with a replica each: coordinated failovers "
+            "(CLUSTER FAILOVER) of two primaries and a slot migration between them",
+            45,
+            (
+                Step(10, "cluster-failover", "c1"),
+                Step(20, "slot-migrate", "7"),
+                Step(30, "cluster-failover", "c0"),
+            ),
+            replicas=1,
+            cluster_mode=True,
         ),
     )
 }
@@ -136,6 +160,8 @@ FULL = (
     "clock-jump",
     "add-remove-shard",
     "sentinel-failover",
+    "cluster-mode",
+    "cluster-failover",
     "control-wipe",
 )
 """What `make cluster-test` runs (every scenario that is not pending, except the CI mix)."""

@@ -180,6 +180,15 @@ class Storm:
         """SENTINEL FAILOVER of the shard's group; done when every sentinel names the new master."""
         return await asyncio.to_thread(cluster.failover_shard, step.target)
 
+    async def slot_migrate(self, cluster: Cluster, step: Step) -> str:
+        """Move the slots of the partition groups `target` (hex, comma-separated) to other primaries."""
+        groups = [int(g, 16) for g in step.target.split(",")]
+        return "; ".join(await asyncio.to_thread(cluster.migrate_groups, groups))
+
+    async def cluster_failover(self, cluster: Cluster, step: Step) -> str:
+        """CLUSTER FAILOVER of the primary `target`: its replica takes its slots."""
+        return await asyncio.to_thread(cluster.failover_primary, step.target)
+
     def fault_function(self, kind: str) -> Callable[[Cluster, Step], Awaitable[str]]:
         """The function applying one fault kind."""
         return {
@@ -191,6 +200,8 @@ class Storm:
             "add-shard": self.add_shard,
             "remove-shard": self.remove_shard,
             "sentinel-failover": self.sentinel_failover,
+            "slot-migrate": self.slot_migrate,
+            "cluster-failover": self.cluster_failover,
         }[kind]
 
     async def _faults(self, cluster: Cluster, start: float) -> None:
@@ -216,6 +227,7 @@ class Storm:
             appendfsync="always",
             replicas=self.scenario.replicas,
             sentinels=self.scenario.sentinels,
+            cluster_mode=self.scenario.cluster_mode,
             state_path=self.out_dir / "cluster" / "state.json",
         )
         self.cluster = cluster
@@ -296,6 +308,7 @@ class Storm:
             await asyncio.to_thread(cluster.resume_shard, s.name)
             if not is_running(s.pid, s.start_ticks):
                 raise ClusterError(f"shard {s.name} is down after the storm")
+        await asyncio.to_thread(cluster.settle)
         for n in cluster.state.nodes:
             await asyncio.to_thread(cluster.wait_node_healthy, n.name, 30.0)
 

@@ -1,6 +1,7 @@
 """Start, inspect and stop a local session-store cluster: N Redis shards and M service nodes on loopback.
 
     .venv/bin/python scripts/cluster.py up --shards 3 --nodes 3 [--test-clock] [--state FILE]
+        [--replicas R --sentinels S | --cluster-mode [--replicas R]]
     .venv/bin/python scripts/cluster.py status [--state FILE]
     .venv/bin/python scripts/cluster.py down [--state FILE]
 
@@ -11,9 +12,10 @@ Shards keep their AOF under .run/cluster/data-<UTC time>/ and are started with `
 unless `--appendfsync` says otherwise. The processes outlive this command: that is what `down` is for.
 
 `--replicas R --sentinels S` makes every shard a Sentinel group (R replicas; S sentinels watch every
-group) and gives the nodes `redis+sentinel://` URLs. `--cluster-mode` is accepted and refused with what
-is missing (the service has no Redis Cluster backend). The implementation (and the fault functions the
-storm tests use) is `cluster_tests/cluster.py`.
+group) and gives the nodes `redis+sentinel://` URLs. `--cluster-mode` starts one Redis Cluster of N
+primaries instead (with `--replicas R`, R replicas each; no sentinels) and gives the nodes one
+`redis+cluster://` URL. The implementation (and the fault functions the storm tests use) is
+`cluster_tests/cluster.py`.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         check_capabilities(replicas=args.replicas, sentinels=args.sentinels, cluster_mode=args.cluster_mode)
     except NotAvailableError as exc:
-        print(f"cluster: not available yet: {exc}", file=sys.stderr)
+        print(f"cluster: {exc}", file=sys.stderr)
         return 3
     existing = _load(args.state)
     if existing is not None and any(is_running(p, t) for _, _, p, t in existing.state.processes()):
@@ -93,6 +95,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 appendfsync=args.appendfsync,
                 replicas=args.replicas,
                 sentinels=args.sentinels,
+                cluster_mode=args.cluster_mode,
                 state_path=args.state,
             )
     except ClusterError as exc:
@@ -147,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--nodes", type=int, default=2)
     up.add_argument("--test-clock", action="store_true", help="start nodes with --test-clock (synced)")
     up.add_argument("--appendfsync", choices=APPENDFSYNC_CHOICES, default=DEFAULT_APPENDFSYNC)
-    up.add_argument("--replicas", type=int, default=0, help="replicas per shard (with --sentinels)")
+    up.add_argument(
+        "--replicas", type=int, default=0, help="replicas per shard (--sentinels or --cluster-mode)"
+    )
     up.add_argument("--sentinels", type=int, default=0, help="sentinels watching every shard's group")
-    up.add_argument("--cluster-mode", action="store_true", help="Redis Cluster backend (not supported yet)")
+    up.add_argument("--cluster-mode", action="store_true", help="one Redis Cluster of --shards primaries")
     down = sub.add_parser("down", help="stop exactly the processes of the state file")
     down.add_argument("--grace", type=float, default=10.0, help="seconds from SIGTERM to SIGKILL")
     sub.add_parser("status", help="one-screen view of shards and nodes")

@@ -930,6 +930,7 @@ def start_cluster(
     password: str = "",
     node_timeout_ms: int = 2000,
     wait_seconds: float = 20.0,
+    extra_args: tuple[str, ...] = (),
 ) -> EmbeddedCluster:
     """Start a local Redis Cluster of `masters` masters with `replicas` replicas each, and form it.
 
@@ -945,6 +946,8 @@ def start_cluster(
         node_timeout_ms: `cluster-node-timeout`: after it an unreachable node is suspected, soon
             failed (and a replica takes over its slots).
         wait_seconds: bound on forming the cluster (until `EmbeddedCluster.wait_stable` holds).
+        extra_args: more `redis-server` arguments for every server (later ones win), kept for
+            `EmbeddedCluster.restart`; e.g. ``("--cluster-require-full-coverage", "no")``.
 
     Returns:
         The running cluster.
@@ -962,7 +965,7 @@ def start_cluster(
     stale = [root / f"c{i}" / "nodes.conf" for i in range(count) if (root / f"c{i}" / "nodes.conf").exists()]
     if stale:
         raise EmbeddedRedisError(f"{stale[0]} is left from an earlier cluster: start in a new directory")
-    node_args = _cluster_args(node_timeout_ms)
+    node_args = (*_cluster_args(node_timeout_ms), *extra_args)
     cluster = EmbeddedCluster(
         nodes=[],
         password=password,
