@@ -74,6 +74,8 @@ class Op:
     outcome: str
     result: Mapping[str, Any] | None = None
     error: str = ""
+    detail: str = ""
+    """The error's message (for the operator; the checker reads `error` and `outcome` only)."""
     attempts: int = 1
 
     @property

@@ -142,13 +142,13 @@ class Recorder:
         t0 = self.now()
         value: T | None = None
         result: Mapping[str, Any] | None = None
-        error = ""
+        error = detail = ""
         try:
             value = await asyncio.wait_for(call, OP_HARD_TIMEOUT_SECONDS)
             outcome = OK
             result = summary(value)
         except SessionStoreError as exc:
-            outcome, error = classify(exc), type(exc).__name__
+            outcome, error, detail = classify(exc), type(exc).__name__, exc.message[:200]
         except TimeoutError:
             outcome, error = UNKNOWN, "HarnessTimeout"
         finally:
@@ -164,6 +164,7 @@ class Recorder:
             outcome=outcome,
             result=result,
             error=error,
+            detail=detail,
             attempts=max(box[0], 1),
         )
         self.writer.op(record)

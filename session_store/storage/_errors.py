@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import structlog
 from redis import exceptions as redis_errors
 
 from session_store.errors import (
@@ -52,6 +53,8 @@ def _frozen(message: str) -> PartitionFrozenError:
     return PartitionFrozenError(f"partition {message} is being moved; retry in a few milliseconds")
 
 
+log = structlog.get_logger(__name__)
+
 _SCRIPT_ERRORS: dict[str, type[SessionStoreError]] = {
     "SS_NOT_FOUND": SessionNotFoundError,
     "SS_EXISTS": SessionExistsError,
@@ -99,18 +102,30 @@ def _script_message(text: str) -> tuple[str, str]:
     return code, message
 
 
+def _translate_answer(exc: redis_errors.ResponseError, shard: str) -> Exception:
+    """An error answer of Redis or of our scripts."""
+    code, message = _script_message(str(exc))
+    if code in _INTERNAL_SIGNALS:
+        return _INTERNAL_SIGNALS[code](message)
+    if code in _SCRIPT_ERRORS:
+        return _SCRIPT_ERRORS[code](message)
+    if code in _REDIS_ERRORS:
+        cls, text = _REDIS_ERRORS[code]
+        return cls(f"shard {shard} {text} ({code})")
+    # Only the error's first word: the rest may quote keys or arguments (user ids, tokens).
+    log.warning("shard_unexpected_error", shard=shard, code=code[:40])
+    return SessionStoreError(f"shard {shard} answered an unexpected error")
+
+
 def translate(exc: Exception, shard: str) -> Exception:
     """Map a redis-py exception to ours (most specific first); the caller raises it `from exc`."""
     if isinstance(exc, redis_errors.ResponseError) and not isinstance(exc, redis_errors.NoScriptError):
-        code, message = _script_message(str(exc))
-        if code in _INTERNAL_SIGNALS:
-            return _INTERNAL_SIGNALS[code](message)
-        if code in _SCRIPT_ERRORS:
-            return _SCRIPT_ERRORS[code](message)
-        if code in _REDIS_ERRORS:
-            cls, text = _REDIS_ERRORS[code]
-            return cls(f"shard {shard} {text} ({code})")
-        return SessionStoreError(f"shard {shard} answered an unexpected error")
+        return _translate_answer(exc, shard)
+    if isinstance(exc, redis_errors.NoScriptError):
+        # Still NOSCRIPT after Shard.call loaded the scripts (a failover moved the slot meanwhile):
+        # the script did not run, so the router may retry it like a frozen partition.
+        return PartitionFrozenError(f"shard {shard} had not loaded the script yet (NOSCRIPT); retry")
     if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
         return ShardUnavailableError(f"shard {shard} is unavailable")
+    log.warning("shard_unexpected_failure", shard=shard, error_type=type(exc).__name__)
     return SessionStoreError(f"shard {shard} failed unexpectedly")

@@ -220,6 +220,29 @@ class ClusterClient:
                 self._refresh_soon()
                 raise
 
+    async def broadcast(self, *args: Arg) -> Any:
+        """Send a keyless command (SCRIPT LOAD) to every node known: the slot map's primaries and every
+        node talked to. A script loaded on the group's owner alone could miss during a failover: a
+        stale map sends the load to the old primary while the EVALSHA is redirected to the new one.
+
+        Returns:
+            The first node's reply (they are alike: a script's SHA).
+
+        Raises:
+            As `execute`, when no node took it.
+        """
+        targets = list(dict.fromkeys([*self.primaries(), *self._nodes]))
+        if not targets:
+            await self.refresh(force=True)
+            targets = self.primaries()
+        replies = await asyncio.gather(
+            *(self.node(a).execute(*args) for a in targets), return_exceptions=True
+        )
+        for reply in replies:
+            if not isinstance(reply, BaseException):
+                return reply
+        raise replies[0]
+
     async def dedicated(self, slot: int, *, reply_timeout: float, raw: bool = False) -> DedicatedConnection:
         """A connection of its own to the node serving `slot` now (blocking reads).
 
@@ -375,6 +398,8 @@ class GroupClient:
         Raises:
             As `ClusterClient.execute`.
         """
+        if len(args) > 1 and str(args[0]).upper() == "SCRIPT" and str(args[1]).upper() == "LOAD":
+            return await self.cluster.broadcast(*args)
         return await self.cluster.execute(self.slot, *self.translate(args))
 
     async def dedicated(self, *, reply_timeout: float, raw: bool = False) -> GroupDedicated:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import redis
 
 from session_store import (
     AsyncSessionStoreClient,
@@ -29,6 +30,7 @@ from session_store.model.clock import TestClock
 from session_store.model.ids import user_partition
 from session_store.server import SessionStoreServer
 from session_store.storage import keys
+from session_store.storage._scripts import load_scripts
 from tests.backends import flush_all, partitioned_keys
 
 pytestmark = pytest.mark.timeout(120)
@@ -218,6 +220,25 @@ class TestFailover:
             assert replica.port == cluster.node_for_slot(group_slot(group)).port
             assert [] == load.errors
             await check_nothing_lost(store, load)
+
+    async def test_a_script_reload_reaches_every_primary(
+        self, cluster: EmbeddedCluster, store_shards: tuple[ShardSettings, ...]
+    ) -> None:
+        """After NOSCRIPT (scripts flushed, or a new primary), the scripts are loaded on every primary,
+        not only where the group's slot map points: a stale map during a failover names the old one."""
+        user = user_in_group(0x1, 0)
+        sha = load_scripts()["touch_user_session"].sha
+        async with service(store_shards) as (_srv, store):
+            session = await store.create_user_session(REALM, user)
+            for node in cluster.masters:
+                with redis.Redis(host="127.0.0.1", port=node.port) as conn:
+                    conn.script_flush()
+            touched = await store.touch_user_session(REALM, session.id)
+
+        assert session.id == touched.id
+        for node in cluster.masters:
+            with redis.Redis(host="127.0.0.1", port=node.port) as conn:
+                assert [True] == conn.script_exists(sha)
 
 
 class TestPlacementIsTheClusters:
