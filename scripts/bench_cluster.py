@@ -13,7 +13,12 @@ scaling
     drift hits them alike. It reports ops/s, per-process ops/s, latency, CPU per call, and the ratios
     per-process ops/s with N shards / with 1 shard (target for 4 shards: >= 0.95).
 cluster
-    The Redis Cluster backend: not built yet (README, issue 5), so the row says so; no number is made up.
+    The Redis Cluster backend: the same create and touch cases through the service (1 and 2 processes)
+    on a local Redis Cluster of `--cluster-primaries` primaries (3, no replicas, AOF off as the shards),
+    beside its raw-Redis baseline: EVALSHA of the same scripts with the same keys in the grouped layout,
+    sent by redis-py's own cluster client (`redis.asyncio.RedisCluster`, what a hand-rolled wrapper
+    would use). With `scaling` in the same run, its cases are interleaved with the standalone ones and
+    the report adds cluster ÷ standalone ratios.
 move
     One shard of weight 9 holds `--sessions` sessions (100 000; created through the storage layer the
     service runs, `SessionRepository`, pipelined, in the load-client processes); a second shard of
@@ -70,10 +75,17 @@ import grpc.aio
 import redis
 import redis.asyncio as aioredis
 from bench import Child, Sample
+from redis.asyncio.cluster import ClusterNode
 
 from session_store import AsyncSessionStoreClient, SessionStoreError
-from session_store.config import RedisSettings, ShardSettings
-from session_store.embedded import RedisProcess, free_port, start_redis
+from session_store.config import (
+    DEFAULT_CLUSTER_GROUPS,
+    RedisSettings,
+    ShardSettings,
+    is_cluster_url,
+    parse_cluster_url,
+)
+from session_store.embedded import EmbeddedCluster, RedisProcess, free_port, start_cluster, start_redis
 from session_store.logging import configure_logging
 from session_store.model.clock import SystemClock
 from session_store.model.ids import PARTITION_COUNT, home_partition, user_partition
@@ -119,7 +131,9 @@ SESSIONS_PER_TARGET = 400
 SCALING_TARGET = 0.95
 PAUSE_P99_TARGET_MS = 50.0
 MOVE_TIMEOUT_SECONDS = 600.0
-CLUSTER_NOT_AVAILABLE = "not available: the Redis Cluster backend is not built (README)"
+CLUSTER_SET = 0
+"""The shard-set key (`Case.shards`) of the Redis Cluster backend's cases."""
+DEFAULT_CLUSTER_PRIMARIES = 3
 OP_NAMES = ("create", "touch", "get")
 """The load during the move: call k of a load client is OP_NAMES[k % 3]."""
 
@@ -147,6 +161,23 @@ def touch_call(shard_names: Sequence[str], session_id: str) -> tuple[str, list[s
     ]
     args = ["", *bench._POLICY_ARGS, REALM, str(p), "0", "0", "0", CLIENT_ID]
     return bench._owner(shard_names, p), script_keys, args
+
+
+def grouped(script_keys: Sequence[str], partition: int) -> list[str]:
+    """The keys of a script call in the Redis Cluster backend's layout (storage/keys.py, "grouped")."""
+    group = keys.group_of(partition, DEFAULT_CLUSTER_GROUPS)
+    return [keys.in_group(k, group, DEFAULT_CLUSTER_GROUPS) for k in script_keys]
+
+
+def _raw_cluster(url: str) -> aioredis.RedisCluster:
+    """redis-py's cluster client on the seeds of a `redis+cluster://` URL (the raw baseline's)."""
+    seeds = parse_cluster_url(url).nodes
+    return aioredis.RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in seeds],
+        decode_responses=True,
+        max_connections=bench.DEFAULT_CONCURRENCY,
+        socket_timeout=bench.CALL_TIMEOUT_SECONDS,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,6 +280,9 @@ class ClusterWorker(bench.Worker):
     clients_by_target: dict[str, list[AsyncSessionStoreClient]] = field(default_factory=dict)
     ids_by_target: dict[str, list[str]] = field(default_factory=dict)
     pools_by_shards: dict[str, dict[str, aioredis.Redis]] = field(default_factory=dict)
+    clusters: dict[str, aioredis.RedisCluster] = field(default_factory=dict)
+    raw_cluster: aioredis.RedisCluster | None = None
+    """The cluster of the next raw calls (None: standalone shards, `redis_clients`)."""
     filled: list[str] = field(default_factory=list)
     """Sessions this load client created while filling the source shard (the move's load reads them)."""
 
@@ -277,7 +311,12 @@ class ClusterWorker(bench.Worker):
             self.service = target
             self.clients = self.clients_by_target[target]
             self.session_ids = self.ids_by_target[target]
-        if shards:
+        if shards and is_cluster_url(shards):
+            if shards not in self.clusters:
+                self.clusters[shards] = _raw_cluster(shards)
+            self.raw_cluster = self.clusters[shards]
+        elif shards:
+            self.raw_cluster = None
             if shards not in self.pools_by_shards:
                 self.pools_by_shards[shards] = {
                     name: bench._redis_pool(url) for name, url in bench._parse_shards(shards).items()
@@ -305,7 +344,8 @@ class ClusterWorker(bench.Worker):
     def _raw_redis(self, verb: str) -> Callable[[int], Awaitable[object]]:
         scripts = load_scripts()
         sha = scripts[f"{verb}_user_session"].sha
-        names, pools, ids = list(self.redis_clients), self.redis_clients, self.session_ids
+        names, pools, ids = list(self.redis_clients) or ["-"], self.redis_clients, self.session_ids
+        cluster = self.raw_cluster
 
         async def call(slot: int) -> object:
             if verb == "create":
@@ -314,6 +354,11 @@ class ClusterWorker(bench.Worker):
             else:
                 self.counter += 1
                 shard, script_keys, args = touch_call(names, ids[self.counter % len(ids)])
+            if cluster is not None:
+                # The partition is the script's ARGV after the realm (create: of the new session id).
+                partition = keys.partition_of(script_keys[0])
+                script_keys = grouped(script_keys, partition)
+                return await cluster.evalsha(sha, len(script_keys), *script_keys, *args)
             return await pools[shard].evalsha(sha, len(script_keys), *script_keys, *args)
 
         return call
@@ -376,6 +421,8 @@ class ClusterWorker(bench.Worker):
         for pools in self.pools_by_shards.values():
             for pool in pools.values():
                 await pool.aclose()
+        for cluster in self.clusters.values():
+            await cluster.aclose()
         self.redis_clients = {}
         await super().close()
 
@@ -435,7 +482,7 @@ class Case:
     @property
     def name(self) -> str:
         """As printed."""
-        where = f"{self.shards} shard{'s' if self.shards > 1 else ''}"
+        where = f"{self.shards} shard{'s' if self.shards > 1 else ''}" if self.shards else "cluster"
         if self.procs == 0:
             return f"redis-{self.op} {where}"
         return f"{self.op} {where}, {self.procs} proc{'s' if self.procs > 1 else ''}"
@@ -470,6 +517,7 @@ class Rig:
     tmp: Path
     children: list[Child] = field(default_factory=list)
     redis_procs: list[RedisProcess] = field(default_factory=list)
+    clusters: list[EmbeddedCluster] = field(default_factory=list)
     workers: list[Child] = field(default_factory=list)
 
     def spawn(self, name: str, argv: list[str], *, env: dict[str, str] | None = None, pipes: bool) -> Child:
@@ -553,7 +601,9 @@ class Rig:
             child.stop()
         for proc in self.redis_procs:
             proc.stop()
-        self.children, self.workers, self.redis_procs = [], [], []
+        for cluster in self.clusters:
+            cluster.stop()
+        self.children, self.workers, self.redis_procs, self.clusters = [], [], [], []
 
 
 def _accepted_connections(pids: Sequence[int], port: int) -> list[int]:
@@ -601,9 +651,22 @@ class Scaling:
     services: dict[tuple[int, int], Service] = field(default_factory=dict)
     samples: dict[Case, list[Measured]] = field(default_factory=dict)
 
+    def sets(self) -> list[int]:
+        """The shard sets measured: the standalone shard counts (part `scaling`), then the cluster's
+        (part `cluster`)."""
+        standalone = list(self.args.shard_counts) if "scaling" in self.args.parts else []
+        return standalone + ([CLUSTER_SET] if "cluster" in self.args.parts else [])
+
     def start(self) -> None:
         """Shard sets, their services, load clients, and the touch sessions of every service."""
-        for n in self.args.shard_counts:
+        if CLUSTER_SET in self.sets():
+            cluster = start_cluster(
+                self.rig.tmp / "redis-cluster", self.args.cluster_primaries, appendonly=False
+            )
+            self.rig.clusters.append(cluster)
+            self.shard_sets[CLUSTER_SET] = cluster.masters
+            self.shard_urls[CLUSTER_SET] = cluster.url
+        for n in (n for n in self.sets() if n != CLUSTER_SET):
             if self.args.one_server:
                 # Experiment: the shards are databases of one redis-server, so shard counts differ in
                 # the service's routing and connections only, not in Redis processes sharing the cores.
@@ -614,7 +677,7 @@ class Scaling:
             else:
                 self.shard_sets[n] = self.rig.start_shards(f"set-{n}", n)
                 self.shard_urls[n] = _urls(self.shard_sets[n])
-        for n in self.args.shard_counts:
+        for n in self.sets():
             for p in self.args.process_counts:
                 per_shard = self.args.redis_connections
                 if self.args.same_connections:
@@ -642,11 +705,11 @@ class Scaling:
         """Service cases of every configuration, then the raw-Redis cases of every shard set."""
         found = [
             Case(op, n, p)
-            for n in self.args.shard_counts
+            for n in self.sets()
             for p in self.args.process_counts
             for op in ("create", "touch")
         ]
-        return found + [Case(op, n, 0) for n in self.args.shard_counts for op in ("create", "touch")]
+        return found + [Case(op, n, 0) for n in self.sets() for op in ("create", "touch")]
 
     def measure(self, case: Case, seconds: float) -> Measured:
         """Run one case on every load client at once; merge what they measured."""
@@ -658,6 +721,7 @@ class Scaling:
         redis_pids = [p.pid for p in shards]
         client_pids = [w.pid for w in self.rig.workers]
         ours = [c.pid for c in self.rig.children] + [p.pid for p in self.rig.redis_procs] + [os.getpid()]
+        ours += [pid for cluster in self.rig.clusters for pid in cluster.pids()]
         ours_before, machine_before, wall_before = (
             bench._total_cpu(ours),
             bench._machine_busy_seconds(),
@@ -799,15 +863,22 @@ class Scaling:
                 f"{row['other_cores']:7.2f}{row['idle_cores']:6.2f}{row['errors']:7d}",
                 file=out,
             )
-        print(f"{'create/touch, Redis Cluster':<28}  {CLUSTER_NOT_AVAILABLE}", file=out)
+        if CLUSTER_SET in self.sets():
+            print(
+                f"cluster: a Redis Cluster of {self.args.cluster_primaries} primaries, "
+                f"{DEFAULT_CLUSTER_GROUPS} partition groups (hash slots)",
+                file=out,
+            )
         shared = [s for s in self.services.values() if s.procs > 1]
         if shared:
             spread = ", ".join(f"{s.shards} shard(s): {'/'.join(map(str, s.connections))}" for s in shared)
             print(f"load-client connections per service process (SO_REUSEPORT): {spread}", file=out)
             data["connections"] = {f"{s.shards}x{s.procs}": s.connections for s in shared}
-        self._shard_ratios(data, out)
+        if "scaling" in args.parts:
+            self._shard_ratios(data, out)
         self._process_ratios(data, out)
         self._raw_ratios(data, out)
+        self._cluster_ratios(data, out)
         busiest = max((m.sample.other_cores for ms in self.samples.values() for m in ms), default=0.0)
         if busiest > bench.OTHER_LOAD_WARNING_CORES:
             print(
@@ -857,7 +928,7 @@ class Scaling:
             return
         one, two = min(args.process_counts), max(args.process_counts)
         print(f"\ntotal ops/s with {two} processes ÷ with {one} (same shards; per-round ratios):", file=out)
-        for n in args.shard_counts:
+        for n in self.sets():
             for op in ("create", "touch"):
                 case, reference = Case(op, n, two), Case(op, n, one)
                 ratio, rounds = self.ratio(case, reference, per_process=False)
@@ -871,7 +942,7 @@ class Scaling:
     def _raw_ratios(self, data: dict[str, Any], out: IO[str]) -> None:
         """Service ops/s ÷ raw-Redis ops/s of the same script on the same shards."""
         print("\nservice ops/s ÷ raw Redis ops/s (same op, same shards; per-round ratios):", file=out)
-        for n in self.args.shard_counts:
+        for n in self.sets():
             for p in self.args.process_counts:
                 for op in ("create", "touch"):
                     case = Case(op, n, p)
@@ -879,6 +950,27 @@ class Scaling:
                     text = ", ".join(f"{x:.2f}" for x in rounds)
                     print(f"  {case.name:<34} {ratio:5.2f}  (rounds: {text})", file=out)
                     data["ratios"][f"{case.name} / raw"] = {"median": ratio, "rounds": rounds}
+
+    def _cluster_ratios(self, data: dict[str, Any], out: IO[str]) -> None:
+        """Cluster-backend ops/s ÷ standalone ops/s with the same processes (most shards and 1 shard)."""
+        standalone = [n for n in self.sets() if n != CLUSTER_SET]
+        if CLUSTER_SET not in self.sets() or not standalone:
+            return
+        print(
+            "\ncluster backend ops/s ÷ standalone shards ops/s (same op, same processes; per-round):",
+            file=out,
+        )
+        for n in sorted({min(standalone), max(standalone)}):
+            for p in self.args.process_counts:
+                for op in ("create", "touch"):
+                    case, reference = Case(op, CLUSTER_SET, p), Case(op, n, p)
+                    ratio, rounds = self.ratio(case, reference, per_process=False)
+                    text = ", ".join(f"{x:.2f}" for x in rounds)
+                    print(
+                        f"  {case.name + ' ÷ ' + str(n) + ' shard(s)':<40} {ratio:5.2f}  (rounds: {text})",
+                        file=out,
+                    )
+                    data["ratios"][f"{case.name} / {reference.name}"] = {"median": ratio, "rounds": rounds}
 
 
 def _cpu_ratio(reference: Sequence[Measured], case: Sequence[Measured]) -> float:
@@ -1242,6 +1334,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--shards", default=",".join(map(str, DEFAULT_SHARD_COUNTS)), help="shard counts")
     parser.add_argument(
+        "--cluster-primaries",
+        type=int,
+        default=DEFAULT_CLUSTER_PRIMARIES,
+        help="primaries of the cluster part",
+    )
+    parser.add_argument(
         "--processes", default=",".join(map(str, DEFAULT_PROCESS_COUNTS)), help="service processes"
     )
     parser.add_argument("--seconds", type=float, default=None, help=f"per case per round ({DEFAULT_SECONDS})")
@@ -1310,6 +1408,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     limits = {
         "--parts": bool(args.parts) and set(args.parts) <= set(PARTS),
         "--shards": bool(args.shard_counts) and all(1 <= n <= 8 for n in args.shard_counts),
+        "--cluster-primaries": 1 <= args.cluster_primaries <= 8,
         "--processes": bool(args.process_counts) and all(1 <= n <= 4 for n in args.process_counts),
         "--seconds": 0 < args.seconds <= 60,
         "--rounds": 1 <= args.rounds <= 20,
@@ -1360,7 +1459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     try:
-        if "scaling" in args.parts:
+        if "scaling" in args.parts or "cluster" in args.parts:
             rig = Rig(tmp / "scaling")
             rig.tmp.mkdir()
             try:
@@ -1370,9 +1469,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 rig.stop()
             data["scaling"] = scaling.report(out)
-        if "cluster" in args.parts:
-            print(f"\nRedis Cluster backend: {CLUSTER_NOT_AVAILABLE}", file=out)
-            data["cluster"] = CLUSTER_NOT_AVAILABLE
         if "move" in args.parts:
             rig = Rig(tmp / "move")
             rig.tmp.mkdir()
